@@ -1,0 +1,153 @@
+"""Domain entities. Plain frozen data: storage adapters load and save them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from stepguard.core.assurance import CompletedFactor, FactorType, Requirement
+from stepguard.core.secret import Secret
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Subject:
+    """The protected app's user."""
+
+    id: str
+    email: str | None = None
+    phone: str | None = None
+    groups: tuple[str, ...] = ()
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Session:
+    id: str
+    subject_id: str
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    factors: tuple[CompletedFactor, ...] = ()
+
+    def is_active(self, now: datetime) -> bool:
+        return self.revoked_at is None and now < self.expires_at
+
+
+class FactorStatus(StrEnum):
+    PENDING = "pending"  # enrolled, not yet confirmed with a first valid code
+    ACTIVE = "active"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TotpParameters:
+    algorithm: str = "SHA1"  # SHA1 | SHA256 | SHA512
+    digits: int = 6
+    period: int = 30
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Factor:
+    """An enrolled factor with its guessing-limit state.
+
+    ``secret`` is the TOTP seed (decrypted by the storage adapter, wrapped so it never
+    prints). ``last_step`` is the TOTP replay floor: no step at or below it is accepted again.
+    """
+
+    id: str
+    subject_id: str
+    type: FactorType
+    status: FactorStatus
+    label: str = ""
+    created_at: datetime
+    confirmed_at: datetime | None = None
+    last_used_at: datetime | None = None
+    failed_attempts: int = 0
+    locked_until: datetime | None = None
+    totp: TotpParameters | None = None
+    secret: Secret[bytes] | None = None
+    last_step: int | None = None
+
+
+class ChallengeStatus(StrEnum):
+    PENDING = "pending"
+    SATISFIED = "satisfied"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Challenge:
+    """An open step-up: one request that needs more proof before it goes through."""
+
+    id: str
+    subject_id: str
+    session_id: str
+    action: str
+    resource: str | None
+    transaction_digest: str
+    rule: str
+    requirement: Requirement
+    summary: str
+    status: ChallengeStatus
+    created_at: datetime
+    expires_at: datetime
+    satisfied_at: datetime | None = None
+    satisfied_by: str | None = None  # factor id
+
+    def effective_status(self, now: datetime) -> ChallengeStatus:
+        if self.status is ChallengeStatus.PENDING and now >= self.expires_at:
+            return ChallengeStatus.EXPIRED
+        return self.status
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Grant:
+    """A single-use proof for exactly one transaction. Stored by the hash of its token."""
+
+    token_hash: str
+    subject_id: str
+    session_id: str
+    action: str
+    transaction_digest: str
+    challenge_id: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKey:
+    id: str
+    name: str
+    secret_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEvent:
+    """One security-relevant fact. ``details`` holds JSON values and never a secret."""
+
+    type: str
+    at: datetime
+    outcome: str
+    subject_id: str | None = None
+    session_id: str | None = None
+    actor: str | None = None  # the API key id that made the call
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordedAuditEvent:
+    """An audit event as the chain stores it."""
+
+    seq: int
+    event: AuditEvent
+    prev_hash: str
+    hash: str
+

@@ -1,0 +1,1 @@
+"""Policies as data: ordered rules from YAML, validated and compiled once."""
