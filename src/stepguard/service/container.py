@@ -1,0 +1,39 @@
+"""The use cases, built together by the composition root and handed to the adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stepguard.service.apikeys import ApiKeyService
+from stepguard.service.audit import AuditService
+from stepguard.service.decisions import DecisionService
+from stepguard.service.deps import Deps
+from stepguard.service.factors import FactorService
+from stepguard.service.sessions import SessionService
+from stepguard.service.subjects import SubjectService
+from stepguard.service.verification import VerificationService
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    deps: Deps
+    subjects: SubjectService
+    sessions: SessionService
+    decisions: DecisionService
+    verification: VerificationService
+    factors: FactorService
+    api_keys: ApiKeyService
+    audit: AuditService
+
+    @classmethod
+    def build(cls, deps: Deps, *, api_key_cache_seconds: float = 5.0) -> Services:
+        return cls(
+            deps=deps,
+            subjects=SubjectService(deps),
+            sessions=SessionService(deps),
+            decisions=DecisionService(deps),
+            verification=VerificationService(deps),
+            factors=FactorService(deps),
+            api_keys=ApiKeyService(deps, cache_seconds=api_key_cache_seconds),
+            audit=AuditService(deps),
+        )

@@ -1,0 +1,269 @@
+"""Enrolling, confirming and removing factors.
+
+Once a subject has an active factor, every change needs a session that passed a fresh step-up
+(the policy action ``stepguard.factors.manage``, never weaker than aal2 within
+``management_max_age``), and a factor cannot vouch for its own enrollment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from stepguard.core.assurance import AssuranceLevel, FactorType, Requirement, satisfies
+from stepguard.core.decision import strictest
+from stepguard.core.errors import (
+    InvalidRequestError,
+    NotFoundError,
+    PolicyEvaluationError,
+    StepUpRequiredError,
+    VerificationFailedError,
+)
+from stepguard.core.factors.recovery import generate_recovery_codes
+from stepguard.core.factors.totp import TotpSpec, generate_totp_secret, totp_uri
+from stepguard.core.ids import new_id
+from stepguard.core.model import AuditEvent, Factor, FactorStatus, Subject
+from stepguard.core.policy.model import Outcome
+from stepguard.core.risk import LOW_RISK
+from stepguard.core.secret import Secret
+from stepguard.service.decisions import policy_input
+from stepguard.service.deps import Deps
+from stepguard.service.ports import UnitOfWork
+from stepguard.service.verification import _Rejected, attempt_locked_factor
+
+MANAGE_ACTION = "stepguard.factors.manage"
+# A policy that asks "every time" for management gets this freshness instead: enrollment has
+# no transaction to bind a grant to.
+EVERY_TIME_AS_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Enrollment:
+    """A new or renewed factor, with what the user must see once (URI, codes)."""
+
+    factor: Factor
+    otpauth_uri: Secret[str] | None = None
+    recovery_codes: tuple[Secret[str], ...] = ()
+
+
+class FactorService:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def list(self, subject_id: str) -> list[Factor]:
+        async with self._deps.store.read() as uow:
+            if await uow.subjects.get(subject_id) is None:
+                raise NotFoundError("No such subject.")
+            return await uow.factors.list_for_subject(subject_id)
+
+    async def _gate(
+        self,
+        uow: UnitOfWork,
+        subject: Subject,
+        session_id: str | None,
+        *,
+        proof_excludes: str | None,
+        now: datetime,
+    ) -> None:
+        """Raise ``StepUpRequiredError`` unless the session may manage factors now."""
+        factors = await uow.factors.list_for_subject(subject.id)
+        if not any(f.status is FactorStatus.ACTIVE for f in factors):
+            return  # the first factor: nothing to step up with yet
+        if session_id is None:
+            raise StepUpRequiredError()
+        session = await uow.sessions.get(session_id)
+        if session is None or session.subject_id != subject.id or not session.is_active(now):
+            raise StepUpRequiredError()
+        requirement = Requirement(
+            acr=AssuranceLevel.AAL2, max_age=self._deps.config.management_max_age
+        )
+        inp = policy_input(
+            subject=subject, session=session, action=MANAGE_ACTION, resource=None, context={},
+            ip=None, user_agent=None, risk=LOW_RISK, now=now,
+        )
+        try:
+            rule = self._deps.policy.current.evaluate(inp)
+        except PolicyEvaluationError:
+            raise StepUpRequiredError("The policy could not be evaluated.") from None
+        if rule.outcome is Outcome.DENY:
+            raise StepUpRequiredError("The policy does not allow managing factors.")
+        if rule.requirement is not None:
+            policy_requirement = rule.requirement
+            if policy_requirement.max_age == 0:
+                policy_requirement = Requirement(
+                    acr=policy_requirement.acr,
+                    max_age=EVERY_TIME_AS_SECONDS,
+                    methods=policy_requirement.methods,
+                )
+            requirement = strictest(requirement, policy_requirement)
+        requirement = Requirement(
+            acr=requirement.acr, max_age=requirement.max_age, methods=requirement.methods
+        )
+        active_ids = {f.id for f in factors if f.status is FactorStatus.ACTIVE}
+        proofs = [
+            f
+            for f in session.factors
+            if f.primary or (f.factor_id in active_ids and f.factor_id != proof_excludes)
+        ]
+        if not satisfies(proofs, requirement, now=now):
+            raise StepUpRequiredError()
+
+    async def _subject(self, uow: UnitOfWork, subject_id: str) -> Subject:
+        subject = await uow.subjects.get(subject_id)
+        if subject is None:
+            raise NotFoundError("No such subject.")
+        return subject
+
+    async def enroll(
+        self,
+        subject_id: str,
+        *,
+        factor_type: FactorType,
+        label: str,
+        session_id: str | None,
+        totp: TotpSpec | None,
+        actor: str | None,
+    ) -> Enrollment:
+        deps = self._deps
+        now = deps.clock.now()
+        async with deps.store.transaction() as uow:
+            subject = await self._subject(uow, subject_id)
+            existing = await uow.factors.list_for_subject(subject_id)
+            if factor_type is FactorType.TOTP:
+                await self._gate(uow, subject, session_id, proof_excludes=None, now=now)
+                spec = totp or TotpSpec()
+                secret = generate_totp_secret(deps.rng)
+                factor = Factor(
+                    id=new_id(deps.rng, "fac"),
+                    subject_id=subject_id,
+                    type=FactorType.TOTP,
+                    status=FactorStatus.PENDING,
+                    label=label or "Authenticator app",
+                    created_at=now,
+                    totp=spec.to_parameters(),
+                    secret=Secret(secret),
+                )
+                await uow.factors.add(factor)
+                uri = totp_uri(
+                    secret=secret,
+                    spec=spec,
+                    account_name=subject.email or subject.id,
+                    issuer=deps.config.totp_issuer,
+                )
+                enrollment = Enrollment(factor=factor, otpauth_uri=Secret(uri))
+            elif factor_type is FactorType.RECOVERY_CODE:
+                if totp is not None:
+                    raise InvalidRequestError("TOTP parameters apply to totp factors only")
+                current = next(
+                    (f for f in existing if f.type is FactorType.RECOVERY_CODE), None
+                )
+                await self._gate(
+                    uow, subject, session_id,
+                    proof_excludes=current.id if current else None, now=now,
+                )
+                codes = generate_recovery_codes(deps.rng, count=deps.config.recovery_code_count)
+                if current is None:
+                    factor = Factor(
+                        id=new_id(deps.rng, "fac"),
+                        subject_id=subject_id,
+                        type=FactorType.RECOVERY_CODE,
+                        status=FactorStatus.ACTIVE,
+                        label=label or "Recovery codes",
+                        created_at=now,
+                        confirmed_at=now,
+                    )
+                    await uow.factors.add(factor)
+                else:
+                    factor = current
+                await uow.factors.replace_recovery_codes(factor.id, codes.hashes)
+                enrollment = Enrollment(factor=factor, recovery_codes=codes.codes)
+            else:  # pragma: no cover - every FactorType has a branch
+                raise InvalidRequestError(f"cannot enroll {factor_type}")
+            await uow.audit.append(
+                AuditEvent(
+                    type="factor.enrolled",
+                    at=now,
+                    outcome="ok",
+                    subject_id=subject_id,
+                    session_id=session_id,
+                    actor=actor,
+                    details={
+                        "factor_id": enrollment.factor.id,
+                        "factor_type": factor_type.value,
+                        "status": enrollment.factor.status.value,
+                        "renewed": bool(enrollment.recovery_codes)
+                        and enrollment.factor.created_at != now,
+                    },
+                )
+            )
+        return enrollment
+
+    async def confirm(
+        self,
+        subject_id: str,
+        factor_id: str,
+        *,
+        code: str,
+        session_id: str | None,
+        actor: str | None,
+    ) -> Factor:
+        """Activate a pending TOTP factor with its first valid code."""
+        deps = self._deps
+        now = deps.clock.now()
+        failure: _Rejected | None = None
+        async with deps.store.transaction() as uow:
+            subject = await self._subject(uow, subject_id)
+            await self._gate(uow, subject, session_id, proof_excludes=factor_id, now=now)
+            factor = await uow.factors.get_for_update(subject_id, factor_id)
+            if factor is None:
+                raise NotFoundError("No such factor.")
+            if factor.status is not FactorStatus.PENDING:
+                raise InvalidRequestError("The factor is already confirmed.")
+            try:
+                await attempt_locked_factor(uow, factor, code, now=now, deps=deps)
+            except _Rejected as rejected:
+                failure = rejected
+            else:
+                await uow.factors.activate(factor_id, at=now)
+            await uow.audit.append(
+                AuditEvent(
+                    type="factor.confirmed" if failure is None else "factor.confirm_failed",
+                    at=now,
+                    outcome="ok" if failure is None else "failure",
+                    subject_id=subject_id,
+                    session_id=session_id,
+                    actor=actor,
+                    details={
+                        "factor_id": factor_id,
+                        "reason": failure.reason if failure else None,
+                    },
+                )
+            )
+            updated = await uow.factors.get(subject_id, factor_id)
+        if failure is not None or updated is None:
+            raise VerificationFailedError()
+        return updated
+
+    async def remove(
+        self, subject_id: str, factor_id: str, *, session_id: str | None, actor: str | None
+    ) -> None:
+        deps = self._deps
+        now = deps.clock.now()
+        async with deps.store.transaction() as uow:
+            subject = await self._subject(uow, subject_id)
+            factor = await uow.factors.get(subject_id, factor_id)
+            if factor is None:
+                raise NotFoundError("No such factor.")
+            await self._gate(uow, subject, session_id, proof_excludes=None, now=now)
+            await uow.factors.delete(factor_id)
+            await uow.audit.append(
+                AuditEvent(
+                    type="factor.removed",
+                    at=now,
+                    outcome="ok",
+                    subject_id=subject_id,
+                    session_id=session_id,
+                    actor=actor,
+                    details={"factor_id": factor_id, "factor_type": factor.type.value},
+                )
+            )

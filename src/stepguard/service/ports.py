@@ -1,0 +1,206 @@
+"""Ports the service layer needs from the outside world. Adapters implement them.
+
+Storage is a unit of work: every use case that changes state runs in one
+``Store.transaction()``, and its audit records are appended in that same transaction, so a
+state change and its audit record commit or roll back together.
+
+Concurrency contract (holds across processes, on every backend):
+- ``FactorRepository.get_for_update`` serializes verifications of one factor: a second
+  transaction that asks for the same factor waits until the first commits or rolls back.
+- The ``consume``/``advance``/``mark`` methods are conditional writes that return whether
+  *this* call won; at most one concurrent caller ever gets ``True`` for the same thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Protocol
+
+from stepguard.core.assurance import CompletedFactor
+from stepguard.core.model import (
+    ApiKey,
+    AuditEvent,
+    Challenge,
+    Factor,
+    Grant,
+    RecordedAuditEvent,
+    Session,
+    Subject,
+)
+from stepguard.core.risk import RiskAssessment
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...
+
+
+class SubjectRepository(Protocol):
+    async def get(self, subject_id: str) -> Subject | None: ...
+    async def upsert(self, subject: Subject) -> None: ...
+    async def delete(self, subject_id: str) -> bool:
+        """Delete the subject and everything it owns. ``False`` if it did not exist."""
+        ...
+
+
+class SessionRepository(Protocol):
+    async def get(self, session_id: str) -> Session | None:
+        """The session with all its completed factors, oldest first."""
+        ...
+
+    async def add(self, session: Session) -> None:
+        """Store a new session with its (primary) factors."""
+        ...
+
+    async def add_factor(self, session_id: str, factor: CompletedFactor) -> None: ...
+    async def revoke(self, session_id: str, *, at: datetime) -> bool: ...
+
+
+class FactorRepository(Protocol):
+    async def get(self, subject_id: str, factor_id: str) -> Factor | None: ...
+
+    async def get_for_update(self, subject_id: str, factor_id: str) -> Factor | None:
+        """Like ``get``, and lock the factor's row until the transaction ends."""
+        ...
+
+    async def list_for_subject(self, subject_id: str) -> list[Factor]: ...
+
+    async def add(self, factor: Factor) -> None:
+        """Store a new factor; its TOTP secret is encrypted at rest by the adapter."""
+        ...
+
+    async def activate(self, factor_id: str, *, at: datetime) -> None: ...
+
+    async def record_failure(
+        self, factor_id: str, *, failed_attempts: int, locked_until: datetime | None
+    ) -> None: ...
+
+    async def record_success(self, factor_id: str, *, at: datetime) -> None:
+        """Reset the failure counter and lock, and set ``last_used_at``."""
+        ...
+
+    async def advance_totp_step(self, factor_id: str, step: int) -> bool:
+        """Raise the replay floor to ``step`` if it is below it. ``True`` if this call did."""
+        ...
+
+    async def delete(self, factor_id: str) -> bool: ...
+
+    async def replace_recovery_codes(self, factor_id: str, code_hashes: Sequence[str]) -> None:
+        """Drop every code of the factor and store these hashes instead."""
+        ...
+
+    async def consume_recovery_code(self, factor_id: str, code_hash: str, *, at: datetime) -> bool:
+        """Mark an unused code used. ``True`` only for the one call that did."""
+        ...
+
+    async def count_recovery_codes(self, factor_id: str) -> int:
+        """How many unused codes remain."""
+        ...
+
+
+class ChallengeRepository(Protocol):
+    async def add(self, challenge: Challenge) -> None: ...
+    async def get(self, challenge_id: str) -> Challenge | None: ...
+
+    async def mark_satisfied(self, challenge_id: str, *, at: datetime, factor_id: str) -> bool:
+        """Pending and unexpired at ``at`` -> satisfied. ``True`` only for the call that did."""
+        ...
+
+
+class GrantRepository(Protocol):
+    async def add(self, grant: Grant) -> None: ...
+
+    async def consume(
+        self,
+        token_hash: str,
+        *,
+        subject_id: str,
+        session_id: str,
+        action: str,
+        transaction_digest: str,
+        at: datetime,
+    ) -> Grant | None:
+        """Use the grant once if every binding matches and it has not expired.
+
+        Returns the grant for the single call that used it, ``None`` otherwise.
+        """
+        ...
+
+
+class ApiKeyRepository(Protocol):
+    async def add(self, key: ApiKey) -> None: ...
+    async def get(self, key_id: str) -> ApiKey | None: ...
+    async def list(self) -> list[ApiKey]: ...
+    async def revoke(self, key_id: str, *, at: datetime) -> bool: ...
+
+
+class AuditLog(Protocol):
+    async def append(self, event: AuditEvent) -> RecordedAuditEvent:
+        """Append to the hash chain, in the current transaction."""
+        ...
+
+    async def query(
+        self,
+        *,
+        subject_id: str | None = None,
+        type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[RecordedAuditEvent]: ...
+
+    def iterate(self) -> AsyncIterator[RecordedAuditEvent]:
+        """Every record in chain order (for verification)."""
+        ...
+
+    async def head(self) -> tuple[int, str]:
+        """The last sequence number and hash (0 and the genesis hash when empty)."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    subjects: SubjectRepository
+    sessions: SessionRepository
+    factors: FactorRepository
+    challenges: ChallengeRepository
+    grants: GrantRepository
+    api_keys: ApiKeyRepository
+    audit: AuditLog
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A read-write transaction: commits when the block exits, rolls back on an exception.
+
+        Writers are serialized where the backend needs it (SQLite: ``BEGIN IMMEDIATE``).
+        """
+        ...
+
+    def read(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A read-only view; writing through it is a programming error."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot answer a trivial query."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class RiskAssessor(Protocol):
+    """Computes a request's risk. May do I/O; the service fails closed when it raises."""
+
+    async def assess(
+        self,
+        *,
+        subject: Subject,
+        session: Session,
+        action: str,
+        ip: str | None,
+        user_agent: str | None,
+        now: datetime,
+    ) -> RiskAssessment: ...

@@ -1,0 +1,265 @@
+"""Verifying a step-up challenge: the single-use, rate-limited heart of StepGuard.
+
+All of one attempt happens in one transaction that holds the factor's row lock, so attempts on
+one factor are serialized across processes: the lockout check, the code check, the replay
+floor, the failure counter and the audit record cannot interleave with another attempt.
+
+Callers see one failure, ``VerificationFailedError``, whatever went wrong; the audit log gets
+the precise reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from stepguard.core.assurance import (
+    FactorType,
+    SessionAssurance,
+    can_reach,
+    step_up_factor,
+    summarize,
+)
+from stepguard.core.errors import InvalidCodeError, VerificationFailedError
+from stepguard.core.factors.recovery import recovery_code_hash
+from stepguard.core.factors.totp import TotpSpec, verify_totp
+from stepguard.core.ids import new_token, token_hash
+from stepguard.core.model import (
+    AuditEvent,
+    Challenge,
+    ChallengeStatus,
+    Factor,
+    FactorStatus,
+    Grant,
+    Session,
+)
+from stepguard.service.deps import Deps
+from stepguard.service.ports import UnitOfWork
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifiedStepUp:
+    """A satisfied challenge: the session's new assurance, and a grant when one is needed."""
+
+    challenge: Challenge
+    session: Session
+    assurance: SessionAssurance
+    grant: str | None = None
+    grant_expires_at: datetime | None = None
+
+    def __repr__(self) -> str:
+        return f"VerifiedStepUp(challenge={self.challenge.id!r}, grant=<redacted>)"
+
+
+class _Rejected(Exception):
+    """An attempt that failed; ``guess`` says whether it counts against the guessing limit."""
+
+    def __init__(self, reason: str, *, guess: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.guess = guess
+
+
+class _LostRace(Exception):
+    """Another attempt satisfied the challenge first; this one's writes must roll back."""
+
+
+async def check_code(
+    uow: UnitOfWork, factor: Factor, code: str, *, now: datetime, deps: Deps
+) -> None:
+    """Check a code against a locked factor and burn it (replay floor or used code).
+
+    Raises ``_Rejected(guess=True)`` when the code is wrong, malformed or already used.
+    """
+    if factor.type is FactorType.TOTP:
+        if factor.secret is None or factor.totp is None:
+            raise _Rejected("factor has no secret", guess=False)
+        try:
+            verified = verify_totp(
+                code=code,
+                secret=factor.secret,
+                spec=TotpSpec.from_parameters(factor.totp),
+                now=now,
+                last_accepted_step=factor.last_step,
+            )
+        except InvalidCodeError as error:
+            raise _Rejected(f"totp: {error.message}", guess=True) from None
+        if not await uow.factors.advance_totp_step(factor.id, verified.step):
+            raise _Rejected("totp: code already used", guess=True)
+    elif factor.type is FactorType.RECOVERY_CODE:
+        try:
+            code_hash = recovery_code_hash(code)
+        except InvalidCodeError:
+            raise _Rejected("recovery code: malformed", guess=True) from None
+        if not await uow.factors.consume_recovery_code(factor.id, code_hash, at=now):
+            raise _Rejected("recovery code: unknown or already used", guess=True)
+    else:  # pragma: no cover - every FactorType has a branch
+        raise _Rejected(f"unsupported factor type {factor.type}", guess=False)
+
+
+async def attempt_locked_factor(
+    uow: UnitOfWork, factor: Factor, code: str, *, now: datetime, deps: Deps
+) -> None:
+    """The guessing limit around ``check_code``: locked factors are not even checked.
+
+    A wrong code updates the counter (and maybe the lock) in the caller's transaction.
+    """
+    lockout = deps.config.lockout
+    if lockout.is_locked(
+        failed_attempts=factor.failed_attempts, locked_until=factor.locked_until, now=now
+    ):
+        raise _Rejected("factor locked after repeated failures", guess=False)
+    try:
+        await check_code(uow, factor, code, now=now, deps=deps)
+    except _Rejected as rejected:
+        if rejected.guess:
+            state = lockout.after_failure(failed_attempts=factor.failed_attempts, now=now)
+            await uow.factors.record_failure(
+                factor.id, failed_attempts=state.failed_attempts, locked_until=state.locked_until
+            )
+        raise
+    await uow.factors.record_success(factor.id, at=now)
+
+
+class VerificationService:
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def verify(
+        self, challenge_id: str, *, factor_id: str, code: str, actor: str | None
+    ) -> VerifiedStepUp:
+        deps = self._deps
+        now = deps.clock.now()
+        factor_type: str | None = None
+        failure: _Rejected | None = None
+        try:
+            async with deps.store.transaction() as uow:
+                challenge = await uow.challenges.get(challenge_id)
+                try:
+                    if challenge is None:
+                        raise _Rejected("unknown challenge", guess=False)
+                    factor = await uow.factors.get_for_update(challenge.subject_id, factor_id)
+                    factor_type = factor.type.value if factor else None
+                    result = await self._attempt(uow, challenge, factor, code, now=now)
+                except _Rejected as rejected:
+                    # Leave the block normally: the failure counter commits with its audit.
+                    failure = rejected
+                    await uow.audit.append(
+                        _failure_event(
+                            challenge_id, challenge, factor_id, rejected.reason, now, actor
+                        )
+                    )
+                else:
+                    await uow.audit.append(
+                        _success_event(result, factor_id, factor_type, now, actor)
+                    )
+        except _LostRace:
+            failure = _Rejected("challenge satisfied by a concurrent attempt", guess=False)
+            async with deps.store.transaction() as uow:
+                await uow.audit.append(
+                    _failure_event(challenge_id, None, factor_id, failure.reason, now, actor)
+                )
+        if failure is not None:
+            deps.observer.verification(outcome="failure", factor_type=factor_type)
+            raise VerificationFailedError()
+        deps.observer.verification(outcome="success", factor_type=factor_type)
+        return result
+
+    async def _attempt(
+        self,
+        uow: UnitOfWork,
+        challenge: Challenge,
+        factor: Factor | None,
+        code: str,
+        *,
+        now: datetime,
+    ) -> VerifiedStepUp:
+        deps = self._deps
+        if challenge.effective_status(now) is not ChallengeStatus.PENDING:
+            raise _Rejected(f"challenge {challenge.effective_status(now).value}", guess=False)
+        session = await uow.sessions.get(challenge.session_id)
+        if session is None or not session.is_active(now):
+            raise _Rejected("session no longer active", guess=False)
+        if factor is None or factor.status is not FactorStatus.ACTIVE:
+            raise _Rejected("unknown or inactive factor", guess=False)
+        completed = step_up_factor(factor.type, factor_id=factor.id, at=now)
+        if not can_reach(session.factors, completed, challenge.requirement):
+            raise _Rejected("factor cannot satisfy the requirement", guess=False)
+
+        await attempt_locked_factor(uow, factor, code, now=now, deps=deps)
+
+        if not await uow.challenges.mark_satisfied(challenge.id, at=now, factor_id=factor.id):
+            raise _LostRace()
+        await uow.sessions.add_factor(session.id, completed)
+        session_factors = (*session.factors, completed)
+        grant: str | None = None
+        grant_expires_at: datetime | None = None
+        if challenge.requirement.needs_grant:
+            ttl = deps.config.grant_ttl
+            if challenge.requirement.max_age:
+                ttl = min(ttl, timedelta(seconds=challenge.requirement.max_age))
+            token = new_token(deps.rng, "sgg")
+            grant_expires_at = now + ttl
+            await uow.grants.add(
+                Grant(
+                    token_hash=token_hash(token.reveal()),
+                    subject_id=challenge.subject_id,
+                    session_id=challenge.session_id,
+                    action=challenge.action,
+                    transaction_digest=challenge.transaction_digest,
+                    challenge_id=challenge.id,
+                    created_at=now,
+                    expires_at=grant_expires_at,
+                )
+            )
+            grant = token.reveal()
+        return VerifiedStepUp(
+            challenge=challenge,
+            session=session,
+            assurance=summarize(session_factors),
+            grant=grant,
+            grant_expires_at=grant_expires_at,
+        )
+
+
+def _failure_event(
+    challenge_id: str,
+    challenge: Challenge | None,
+    factor_id: str,
+    reason: str,
+    now: datetime,
+    actor: str | None,
+) -> AuditEvent:
+    return AuditEvent(
+        type="verification.failed",
+        at=now,
+        outcome="failure",
+        subject_id=challenge.subject_id if challenge else None,
+        session_id=challenge.session_id if challenge else None,
+        actor=actor,
+        details={"challenge_id": challenge_id, "factor_id": factor_id, "reason": reason},
+    )
+
+
+def _success_event(
+    result: VerifiedStepUp, factor_id: str, factor_type: str | None, now: datetime,
+    actor: str | None,
+) -> AuditEvent:
+    challenge = result.challenge
+    return AuditEvent(
+        type="verification.succeeded",
+        at=now,
+        outcome="ok",
+        subject_id=challenge.subject_id,
+        session_id=challenge.session_id,
+        actor=actor,
+        details={
+            "challenge_id": challenge.id,
+            "factor_id": factor_id,
+            "factor_type": factor_type,
+            "action": challenge.action,
+            "rule": challenge.rule,
+            "grant_issued": result.grant is not None,
+            "acr": result.assurance.level.acr if result.assurance.level else None,
+        },
+    )
