@@ -1,0 +1,246 @@
+"""The relational schema: SQLAlchemy Core tables, the single source of truth.
+
+``migrations/versions`` must create exactly this (a test compares them). Times are
+:class:`UtcDateTime`; free-form strings are ``TEXT`` on every backend, so no backend rejects
+what another accepts. Deleting a subject deletes what it owns (``ON DELETE CASCADE``) but never
+its audit records: ``audit_events`` has no foreign keys on purpose.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+)
+
+from stepguard.adapters.storage._types import UtcDateTime, big_int_pk
+
+__all__ = [
+    "AUDIT_HEAD_ID",
+    "api_keys",
+    "audit_events",
+    "audit_head",
+    "challenges",
+    "factors",
+    "grants",
+    "metadata",
+    "recovery_codes",
+    "session_factors",
+    "sessions",
+    "subjects",
+]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+AUDIT_HEAD_ID = 1
+
+subjects = Table(
+    "subjects",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("email", Text, nullable=True),
+    Column("phone", Text, nullable=True),
+    Column("groups", JSON, nullable=False),  # list of strings, in the subject's order
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column(
+        "subject_id",
+        Text,
+        ForeignKey("subjects.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Column("ip", Text, nullable=True),
+    Column("user_agent", Text, nullable=True),
+)
+
+# One row per CompletedFactor; ``id`` grows with insertion, so it is the session's order.
+session_factors = Table(
+    "session_factors",
+    metadata,
+    Column("id", big_int_pk(), primary_key=True, autoincrement=True),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("method", Text, nullable=False),
+    Column("amr", JSON, nullable=False),  # list of RFC 8176 values
+    Column("kind", Text, nullable=False),
+    Column("completed_at", UtcDateTime, nullable=False),
+    Column("is_primary", Boolean, nullable=False),
+    Column("factor_id", Text, nullable=True),
+    Column("phishing_resistant", Boolean, nullable=False),
+    Column("hardware_bound", Boolean, nullable=False),
+    Column("multi_factor", Boolean, nullable=False),
+    Index("ix_session_factors_session_id_id", "session_id", "id"),
+)
+
+factors = Table(
+    "factors",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column(
+        "subject_id",
+        Text,
+        ForeignKey("subjects.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("type", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("label", Text, nullable=False),
+    Column("totp_algorithm", Text, nullable=True),
+    Column("totp_digits", Integer, nullable=True),
+    Column("totp_period", Integer, nullable=True),
+    Column("secret_enc", Text, nullable=True),  # Fernet token (SecretBox), never plaintext
+    Column("last_step", BigInteger, nullable=True),
+    Column("failed_attempts", Integer, nullable=False),
+    Column("locked_until", UtcDateTime, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("confirmed_at", UtcDateTime, nullable=True),
+    Column("last_used_at", UtcDateTime, nullable=True),
+)
+
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column(
+        "factor_id",
+        Text,
+        ForeignKey("factors.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("code_hash", Text, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+    PrimaryKeyConstraint("factor_id", "code_hash"),
+)
+
+challenges = Table(
+    "challenges",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column(
+        "subject_id",
+        Text,
+        ForeignKey("subjects.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("action", Text, nullable=False),
+    Column("resource", Text, nullable=True),
+    Column("transaction_digest", Text, nullable=False),
+    Column("rule", Text, nullable=False),
+    Column("acr", Text, nullable=False),  # AssuranceLevel.acr
+    Column("max_age", Integer, nullable=True),
+    Column("methods", JSON, nullable=False),  # sorted list of factor types; empty = any
+    Column("bind", Boolean, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("satisfied_at", UtcDateTime, nullable=True),
+    Column("satisfied_by", Text, nullable=True),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("token_hash", Text, primary_key=True),
+    Column(
+        "subject_id",
+        Text,
+        ForeignKey("subjects.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("action", Text, nullable=False),
+    Column("transaction_digest", Text, nullable=False),
+    Column("challenge_id", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("secret_hash", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+# The hash chain. ``details`` is canonical JSON text (RFC 8785), stored and read back verbatim,
+# so the hash recomputed at verification time covers exactly what was written.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", big_int_pk(), primary_key=True, autoincrement=False),
+    Column("type", Text, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("subject_id", Text, nullable=True),
+    Column("session_id", Text, nullable=True),
+    Column("actor", Text, nullable=True),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+    Index("ix_audit_events_subject_id_seq", "subject_id", "seq"),
+    Index("ix_audit_events_type_seq", "type", "seq"),
+    Index("ix_audit_events_at", "at"),
+)
+
+# Exactly one row (id = 1): the last sequence number and hash. Appenders lock it, which
+# serializes the chain; a truncated tail no longer matches it.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", Text, nullable=False),
+    CheckConstraint(f"id = {AUDIT_HEAD_ID}", name="single_row"),
+)

@@ -1,0 +1,417 @@
+"""API v1 routes. Thin: parse, call one use case, shape the answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import segno
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from stepguard import __version__
+from stepguard.adapters.observability import Metrics
+from stepguard.adapters.web.errors import install_error_handlers
+from stepguard.adapters.web.limits import BodySizeLimit
+from stepguard.adapters.web.schemas import (
+    IDENTIFIER_PATTERN,
+    AuditEventOut,
+    AuditPage,
+    ChallengeOut,
+    ChallengeRef,
+    ConfirmIn,
+    ConfirmOut,
+    DecisionIn,
+    DecisionOut,
+    EnrollIn,
+    EnrollOut,
+    ErrorBody,
+    EvaluateIn,
+    EvaluateOut,
+    FactorBrief,
+    FactorList,
+    FactorOut,
+    Health,
+    RequirementOut,
+    RiskOut,
+    SessionIn,
+    SessionOut,
+    SubjectIn,
+    SubjectOut,
+    VerificationIn,
+    VerificationOut,
+)
+from stepguard.core.assurance import (
+    FactorType,
+    Requirement,
+    SessionAssurance,
+    can_reach,
+    step_up_factor,
+)
+from stepguard.core.decision import Allow, StepUp
+from stepguard.core.errors import InvalidRequestError, NotFoundError, UnauthenticatedError
+from stepguard.core.factors.totp import TotpSpec
+from stepguard.core.model import ApiKey, Factor, FactorStatus, Session, Subject
+from stepguard.core.policy.model import Outcome, PolicyInput
+from stepguard.sdk.rfc9470 import StepUpChallenge, format_www_authenticate
+from stepguard.service.container import Services
+from stepguard.service.decisions import DecisionRequest
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 503)
+}
+
+
+def _requirement_out(requirement: Requirement) -> RequirementOut:
+    return RequirementOut(
+        acr=requirement.acr.acr,
+        max_age=requirement.max_age,
+        methods=sorted(requirement.methods),
+        bind=requirement.bind,
+    )
+
+
+def _session_out(session: Session, assurance: SessionAssurance) -> SessionOut:
+    return SessionOut(
+        session_id=session.id,
+        subject_id=session.subject_id,
+        acr=assurance.level.acr if assurance.level else None,
+        amr=list(assurance.amr),
+        auth_time=assurance.auth_time,
+        expires_at=session.expires_at,
+    )
+
+
+def _subject_out(subject: Subject) -> SubjectOut:
+    return SubjectOut(
+        id=subject.id,
+        email=subject.email,
+        phone=subject.phone,
+        groups=list(subject.groups),
+        created_at=subject.created_at,
+        updated_at=subject.updated_at,
+    )
+
+
+def _factor_out(factor: Factor) -> FactorOut:
+    return FactorOut(
+        id=factor.id,
+        type=factor.type.value,
+        label=factor.label,
+        status=factor.status.value,
+        created_at=factor.created_at,
+        confirmed_at=factor.confirmed_at,
+        last_used_at=factor.last_used_at,
+    )
+
+
+def www_authenticate(requirement: Requirement, reasons: tuple[str, ...]) -> str:
+    """The RFC 9470 challenge a resource server sends for this requirement."""
+    description = "; ".join(reasons) or "A stronger authentication is required"
+    # Header values are ASCII: a policy author's "Überweisung" must not break the header.
+    printable = "".join(c if " " <= c <= "~" else "?" for c in description)
+    return format_www_authenticate(
+        StepUpChallenge(
+            acr_values=(requirement.acr.acr,),
+            max_age=requirement.max_age,
+            error_description=printable[:200],
+        )
+    )
+
+
+async def _api_key(request: Request) -> ApiKey:
+    """The calling application, from ``Authorization: Bearer <api key>``."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthenticatedError()
+    services: Services = request.app.state.services
+    return await services.api_keys.authenticate(token.strip())
+
+
+Caller = Annotated[ApiKey, Depends(_api_key)]
+
+
+def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> FastAPI:
+    app = FastAPI(
+        title="StepGuard",
+        version=__version__,
+        summary="Step-up authentication decisions, challenges and factors.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+
+    app.state.services = services
+    v1 = APIRouter(prefix="/v1", responses=ERRORS)
+
+    # --- subjects -----------------------------------------------------------------------
+
+    @v1.put("/subjects/{subject_id}", response_model=SubjectOut, tags=["subjects"])
+    async def put_subject(subject_id: str, body: SubjectIn, caller: Caller) -> SubjectOut:
+        _check_identifier(subject_id)
+        subject = await services.subjects.put(
+            subject_id, email=body.email, phone=body.phone, groups=tuple(body.groups),
+            actor=caller.id,
+        )
+        return _subject_out(subject)
+
+    @v1.get("/subjects/{subject_id}", response_model=SubjectOut, tags=["subjects"])
+    async def get_subject(subject_id: str, caller: Caller) -> SubjectOut:
+        return _subject_out(await services.subjects.get(subject_id))
+
+    @v1.delete("/subjects/{subject_id}", status_code=204, tags=["subjects"])
+    async def delete_subject(subject_id: str, caller: Caller) -> Response:
+        await services.subjects.delete(subject_id, actor=caller.id)
+        return Response(status_code=204)
+
+    # --- sessions -----------------------------------------------------------------------
+
+    @v1.post("/sessions", response_model=SessionOut, status_code=201, tags=["sessions"])
+    async def create_session(body: SessionIn, caller: Caller) -> SessionOut:
+        session, assurance = await services.sessions.create(
+            subject_id=body.subject_id, amr=body.amr, ip=body.ip, user_agent=body.user_agent,
+            ttl_seconds=body.ttl_seconds, actor=caller.id,
+        )
+        return _session_out(session, assurance)
+
+    @v1.get("/sessions/{session_id}", response_model=SessionOut, tags=["sessions"])
+    async def get_session(session_id: str, caller: Caller) -> SessionOut:
+        return _session_out(*await services.sessions.get(session_id))
+
+    @v1.delete("/sessions/{session_id}", status_code=204, tags=["sessions"])
+    async def revoke_session(session_id: str, caller: Caller) -> Response:
+        await services.sessions.revoke(session_id, actor=caller.id)
+        return Response(status_code=204)
+
+    # --- decisions ----------------------------------------------------------------------
+
+    @v1.post("/decisions", response_model=DecisionOut, tags=["decisions"])
+    async def decide(body: DecisionIn, caller: Caller) -> DecisionOut:
+        result = await services.decisions.decide(
+            DecisionRequest(
+                session_id=body.session_id, action=body.action, resource=body.resource,
+                context=body.context, ip=body.ip, user_agent=body.user_agent, grant=body.grant,
+            ),
+            actor=caller.id,
+        )
+        decision = result.decision
+        risk = RiskOut(
+            score=result.risk.score, level=result.risk.level.label,
+            reasons=list(result.risk.reasons),
+        )
+        if isinstance(decision, StepUp):
+            return DecisionOut(
+                decision="step_up",
+                rule=decision.rule,
+                reasons=list(decision.reasons),
+                risk=risk,
+                requirement=_requirement_out(decision.requirement),
+                challenge=(
+                    ChallengeRef(id=result.challenge.id, expires_at=result.challenge.expires_at)
+                    if result.challenge
+                    else None
+                ),
+                www_authenticate=www_authenticate(decision.requirement, decision.reasons),
+            )
+        return DecisionOut(
+            decision="allow" if isinstance(decision, Allow) else "deny",
+            rule=decision.rule,
+            reasons=list(decision.reasons),
+            risk=risk,
+        )
+
+    # --- challenges ---------------------------------------------------------------------
+
+    @v1.get("/challenges/{challenge_id}", response_model=ChallengeOut, tags=["challenges"])
+    async def get_challenge(challenge_id: str, caller: Caller) -> ChallengeOut:
+        deps = services.deps
+        now = deps.clock.now()
+        async with deps.store.read() as uow:
+            challenge = await uow.challenges.get(challenge_id)
+            if challenge is None:
+                raise NotFoundError("No such challenge.")
+            session = await uow.sessions.get(challenge.session_id)
+            factors = await uow.factors.list_for_subject(challenge.subject_id)
+        usable = [
+            FactorBrief(id=f.id, type=f.type.value, label=f.label)
+            for f in factors
+            if f.status is FactorStatus.ACTIVE
+            and session is not None
+            and can_reach(
+                session.factors,
+                step_up_factor(f.type, factor_id=f.id, at=now),
+                challenge.requirement,
+            )
+        ]
+        return ChallengeOut(
+            id=challenge.id,
+            status=challenge.effective_status(now).value,
+            action=challenge.action,
+            summary=challenge.summary,
+            requirement=_requirement_out(challenge.requirement),
+            factors=usable,
+            expires_at=challenge.expires_at,
+        )
+
+    @v1.post(
+        "/challenges/{challenge_id}/verifications",
+        response_model=VerificationOut,
+        tags=["challenges"],
+    )
+    async def verify(challenge_id: str, body: VerificationIn, caller: Caller) -> VerificationOut:
+        verified = await services.verification.verify(
+            challenge_id, factor_id=body.factor_id, code=body.code, actor=caller.id
+        )
+        return VerificationOut(
+            status="satisfied",
+            session=_session_out(verified.session, verified.assurance),
+            grant=verified.grant,
+            grant_expires_at=verified.grant_expires_at,
+        )
+
+    # --- factors ------------------------------------------------------------------------
+
+    @v1.get("/subjects/{subject_id}/factors", response_model=FactorList, tags=["factors"])
+    async def list_factors(subject_id: str, caller: Caller) -> FactorList:
+        factors = await services.factors.list(subject_id)
+        return FactorList(factors=[_factor_out(f) for f in factors])
+
+    @v1.post(
+        "/subjects/{subject_id}/factors",
+        response_model=EnrollOut,
+        status_code=201,
+        tags=["factors"],
+    )
+    async def enroll(subject_id: str, body: EnrollIn, caller: Caller) -> EnrollOut:
+        factor_type = FactorType(body.type)
+        totp: TotpSpec | None = None
+        if factor_type is FactorType.TOTP:
+            totp = TotpSpec(
+                algorithm=body.algorithm or "SHA1",  # type: ignore[arg-type]  # StrEnum value
+                digits=body.digits or 6,
+                period=body.period or 30,
+            )
+        elif body.algorithm or body.digits or body.period:
+            raise InvalidRequestError("algorithm, digits and period apply to totp factors only")
+        enrollment = await services.factors.enroll(
+            subject_id, factor_type=factor_type, label=body.label, session_id=body.session_id,
+            totp=totp, actor=caller.id,
+        )
+        uri = enrollment.otpauth_uri.reveal() if enrollment.otpauth_uri else None
+        return EnrollOut(
+            factor=_factor_out(enrollment.factor),
+            otpauth_uri=uri,
+            qr_svg=segno.make(uri, error="m").svg_inline(scale=4) if uri else None,
+            recovery_codes=(
+                [code.reveal() for code in enrollment.recovery_codes]
+                if enrollment.recovery_codes
+                else None
+            ),
+        )
+
+    @v1.post(
+        "/subjects/{subject_id}/factors/{factor_id}/confirm",
+        response_model=ConfirmOut,
+        tags=["factors"],
+    )
+    async def confirm(
+        subject_id: str, factor_id: str, body: ConfirmIn, caller: Caller
+    ) -> ConfirmOut:
+        factor = await services.factors.confirm(
+            subject_id, factor_id, code=body.code, session_id=body.session_id, actor=caller.id
+        )
+        return ConfirmOut(factor=_factor_out(factor))
+
+    @v1.delete("/subjects/{subject_id}/factors/{factor_id}", status_code=204, tags=["factors"])
+    async def remove_factor(
+        subject_id: str,
+        factor_id: str,
+        caller: Caller,
+        session_id: Annotated[str | None, Query(max_length=128)] = None,
+    ) -> Response:
+        await services.factors.remove(
+            subject_id, factor_id, session_id=session_id, actor=caller.id
+        )
+        return Response(status_code=204)
+
+    # --- policy and audit ---------------------------------------------------------------
+
+    @v1.post("/policy/evaluate", response_model=EvaluateOut, tags=["policy"])
+    async def evaluate(body: EvaluateIn, caller: Caller) -> EvaluateOut:
+        rule = services.deps.policy.current.evaluate(
+            PolicyInput(
+                action=body.action, resource=body.resource, groups=frozenset(body.groups),
+                subject=body.subject, session=body.session, context=body.context,
+                request=body.request, risk=body.risk,
+            )
+        )
+        reasons = [rule.reason or f"rule {rule.id!r} matched"]
+        if rule.outcome is Outcome.STEP_UP and rule.requirement is not None:
+            return EvaluateOut(
+                decision="step_up", rule=rule.id, reasons=reasons,
+                requirement=_requirement_out(rule.requirement),
+            )
+        return EvaluateOut(
+            decision="allow" if rule.outcome is Outcome.ALLOW else "deny",
+            rule=rule.id,
+            reasons=reasons,
+        )
+
+    @v1.get("/audit", response_model=AuditPage, tags=["audit"])
+    async def audit(
+        caller: Caller,
+        subject_id: Annotated[str | None, Query(max_length=128)] = None,
+        type: Annotated[str | None, Query(max_length=64)] = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> AuditPage:
+        for moment in (since, until):
+            if moment is not None and moment.tzinfo is None:
+                raise InvalidRequestError("since and until need a timezone (e.g. Z)")
+        records = await services.audit.query(
+            subject_id=subject_id, type=type, since=since, until=until,
+            after_seq=after_seq, limit=limit,
+        )
+        events = [
+            AuditEventOut(
+                seq=r.seq, type=r.event.type, at=r.event.at, outcome=r.event.outcome,
+                subject_id=r.event.subject_id, session_id=r.event.session_id,
+                actor=r.event.actor, details=r.event.details, hash=r.hash,
+            )
+            for r in records
+        ]
+        return AuditPage(
+            events=events, next_after_seq=records[-1].seq if len(records) == limit else None
+        )
+
+    app.include_router(v1)
+
+    # --- operations ---------------------------------------------------------------------
+
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Health, responses={503: {"model": ErrorBody}},
+             tags=["operations"])
+    async def readyz() -> Health:
+        await services.deps.store.ping()
+        return Health(status="ok")
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    async def prometheus_metrics() -> PlainTextResponse:
+        body, content_type = metrics.render()
+        return PlainTextResponse(body, media_type=content_type)
+
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    return app
+
+
+def _check_identifier(value: str) -> None:
+    if not IDENTIFIER_PATTERN.fullmatch(value):
+        raise InvalidRequestError("identifiers are 1-128 characters: letters, digits, ._@:+-")
+

@@ -1,0 +1,122 @@
+"""The composition root: the one place that builds the object graph from settings.
+
+Nothing else constructs adapters. ``create_app`` is the ASGI factory that ``stepguard serve``
+hands to uvicorn (each worker process calls it once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from stepguard.adapters.crypto import SecretBox
+from stepguard.adapters.observability import Metrics, MetricsObserver, configure_logging
+from stepguard.adapters.storage import SqlStore
+from stepguard.adapters.system import SystemClock, SystemRng
+from stepguard.adapters.web import build_app
+from stepguard.core.errors import ConfigurationError, PolicyError
+from stepguard.core.lockout import LockoutPolicy
+from stepguard.core.policy.loader import load_policy
+from stepguard.core.policy.model import CompiledPolicy
+from stepguard.core.ports import Rng
+from stepguard.service.container import Services
+from stepguard.service.deps import Deps, PolicyHolder, ServiceConfig
+from stepguard.service.ports import Clock, RiskAssessor
+from stepguard.service.risk import StaticRiskAssessor
+from stepguard.settings import Settings
+
+
+def load_policy_file(path: Path) -> CompiledPolicy:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise PolicyError(f"cannot read the policy file: {error.strerror}", source=str(path))
+    return load_policy(text, source=str(path))
+
+
+def service_config(settings: Settings) -> ServiceConfig:
+    return ServiceConfig(
+        session_ttl=timedelta(seconds=settings.session_ttl_seconds),
+        challenge_ttl=timedelta(seconds=settings.challenge_ttl_seconds),
+        grant_ttl=timedelta(seconds=settings.grant_ttl_seconds),
+        management_max_age=settings.management_max_age_seconds,
+        risk_timeout_seconds=settings.risk_timeout_seconds,
+        recovery_code_count=settings.recovery_code_count,
+        totp_issuer=settings.totp_issuer,
+        lockout=LockoutPolicy(
+            max_consecutive_failures=settings.max_failed_attempts,
+            base_lock_seconds=settings.lock_base_seconds,
+            max_lock_seconds=settings.lock_max_seconds,
+        ),
+    )
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    """The encryption keys for factor secrets; refuses to run without a valid one."""
+    if not settings.secret_keys:
+        raise ConfigurationError(
+            "no encryption key: set STEPGUARD_SECRET_KEYS (create one with "
+            "`stepguard secrets generate`)"
+        )
+    try:
+        return SecretBox([key.get_secret_value() for key in settings.secret_keys])
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Runtime:
+    settings: Settings
+    store: SqlStore
+    services: Services
+    metrics: Metrics
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    rng: Rng | None = None,
+    risk: RiskAssessor | None = None,
+    policy: CompiledPolicy | None = None,
+) -> Runtime:
+    """Wire everything. Tests pass their own clock, risk port or policy; nothing else differs."""
+    store = SqlStore(settings.database_url, secret_box=secret_box(settings))
+    metrics = Metrics()
+    deps = Deps(
+        store=store,
+        clock=clock or SystemClock(),
+        rng=rng or SystemRng(),
+        policy=PolicyHolder(policy or load_policy_file(settings.policy_file)),
+        risk=risk or StaticRiskAssessor(),
+        config=service_config(settings),
+        observer=MetricsObserver(metrics),
+    )
+    services = Services.build(deps, api_key_cache_seconds=settings.api_key_cache_seconds)
+    return Runtime(settings=settings, store=store, services=services, metrics=metrics)
+
+
+def app_for(runtime: Runtime) -> FastAPI:
+    app = build_app(
+        runtime.services, metrics=runtime.metrics, max_body_bytes=runtime.settings.max_body_bytes
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await runtime.store.close()
+
+    app.router.lifespan_context = lifespan
+    return app
+
+
+def create_app() -> FastAPI:
+    """ASGI factory: settings from the environment and ``stepguard.yaml``."""
+    settings = Settings()
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    return app_for(build_runtime(settings))

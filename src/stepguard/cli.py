@@ -1,0 +1,294 @@
+"""The ``stepguard`` command line: serve, demo, migrate, keys, secrets, policy, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from stepguard.core.errors import StepGuardError
+
+T = TypeVar("T")
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coroutine)
+    except StepGuardError as error:
+        raise click.ClickException(f"{error.code}: {error.message}") from None
+
+
+def _settings(**overrides: object) -> Any:
+    from stepguard.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except Exception as error:  # pydantic's ValidationError, shown without a traceback
+        raise click.ClickException(f"invalid configuration: {error}") from None
+
+
+@click.group()
+@click.version_option(package_name="stepguard")
+def main() -> None:
+    """StepGuard: self-hosted step-up authentication."""
+
+
+# --- serve and migrate ------------------------------------------------------------------
+
+
+async def _migrate(url: str) -> None:
+    from stepguard.adapters.storage import migrate
+
+    await migrate(url)
+
+
+@main.command()
+def migrate() -> None:
+    """Apply the database migrations (also done by ``serve``)."""
+    settings = _settings()
+    _run(_migrate(settings.database_url))
+    click.echo("database is up to date")
+
+
+def _serve(settings: Any, *, migrate_first: bool) -> None:
+    import uvicorn
+
+    from stepguard.bootstrap import load_policy_file, secret_box
+
+    try:
+        secret_box(settings)  # refuse to start without usable encryption keys
+        load_policy_file(settings.policy_file)  # ... or with a broken policy
+    except StepGuardError as error:
+        raise click.ClickException(error.message) from None
+    if migrate_first:
+        _run(_migrate(settings.database_url))
+    # Workers build their own app from the environment: hand them the effective settings.
+    os.environ["STEPGUARD_DATABASE_URL"] = settings.database_url
+    os.environ["STEPGUARD_POLICY_FILE"] = str(settings.policy_file)
+    os.environ["STEPGUARD_SECRET_KEYS"] = json.dumps(
+        [key.get_secret_value() for key in settings.secret_keys]
+    )
+    uvicorn.run(
+        "stepguard.bootstrap:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        access_log=False,
+        proxy_headers=False,  # X-Forwarded-* from clients are never trusted
+        server_header=False,
+    )
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to bind (default from settings).")
+@click.option("--port", type=int, default=None, help="Port to bind.")
+@click.option("--workers", type=int, default=None, help="Worker processes.")
+@click.option("--no-migrate", is_flag=True, help="Do not apply migrations first.")
+def serve(host: str | None, port: int | None, workers: int | None, no_migrate: bool) -> None:
+    """Run the HTTP API."""
+    settings = _settings(host=host, port=port, workers=workers)
+    _serve(settings, migrate_first=not no_migrate)
+
+
+# --- keys (API keys) and secrets (encryption keys) --------------------------------------
+
+
+@main.group()
+def keys() -> None:
+    """API keys for the applications that call StepGuard."""
+
+
+async def _with_runtime(action: Any) -> Any:
+    from stepguard.bootstrap import build_runtime
+    from stepguard.core.policy.loader import load_policy
+
+    settings = _settings()
+    await _migrate(settings.database_url)
+    # Key and audit commands need no policy: a deny-all one keeps them independent of it.
+    runtime = build_runtime(
+        settings, policy=load_policy("rules: []\ndefault: {deny: true}\n", source="<cli>")
+    )
+    try:
+        return await action(runtime)
+    finally:
+        await runtime.store.close()
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="Who uses the key, e.g. the app's name.")
+def keys_create(name: str) -> None:
+    """Create an API key and print it (shown once)."""
+
+    async def action(runtime: Any) -> Any:
+        return await runtime.services.api_keys.create(name)
+
+    created = _run(_with_runtime(action))
+    click.echo(f"id:    {created.key.id}", err=True)
+    click.echo(created.token.reveal())
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List API keys (never their secrets)."""
+
+    async def action(runtime: Any) -> Any:
+        return await runtime.services.api_keys.list()
+
+    for key in _run(_with_runtime(action)):
+        state = f"revoked {key.revoked_at.isoformat()}" if key.revoked_at else "active"
+        click.echo(f"{key.id}\t{key.name}\t{key.created_at.isoformat()}\t{state}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+def keys_revoke(key_id: str) -> None:
+    """Revoke an API key."""
+
+    async def action(runtime: Any) -> Any:
+        return await runtime.services.api_keys.revoke(key_id)
+
+    if not _run(_with_runtime(action)):
+        raise click.ClickException("no such active key")
+    click.echo("revoked")
+
+
+@main.group()
+def secrets() -> None:
+    """Encryption keys for factor secrets at rest."""
+
+
+@secrets.command("generate")
+def secrets_generate() -> None:
+    """Print a new encryption key. Put it first in STEPGUARD_SECRET_KEYS to rotate."""
+    from stepguard.adapters.crypto import SecretBox
+
+    click.echo(SecretBox.generate_key())
+
+
+@secrets.command("rotate")
+def secrets_rotate() -> None:
+    """Re-encrypt every stored secret with the first configured key."""
+
+    async def action(runtime: Any) -> Any:
+        return await runtime.store.reencrypt_secrets()
+
+    count = _run(_with_runtime(action))
+    click.echo(f"re-encrypted {count} secrets")
+
+
+# --- policy -----------------------------------------------------------------------------
+
+
+@main.group()
+def policy() -> None:
+    """Validate and test policies."""
+
+
+def _load(path: Path) -> Any:
+    from stepguard.bootstrap import load_policy_file
+
+    try:
+        return load_policy_file(path)
+    except StepGuardError as error:
+        raise click.ClickException(error.message) from None
+
+
+@policy.command("check")
+@click.argument("file", type=click.Path(path_type=Path))
+def policy_check(file: Path) -> None:
+    """Validate a policy file."""
+    compiled = _load(file)
+    click.echo(f"{file}: ok ({compiled.rule_count} rules)")
+
+
+@policy.command("test")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("cases", type=click.Path(path_type=Path))
+def policy_test(file: Path, cases: Path) -> None:
+    """Run test cases (request -> expected decision and rule) against a policy."""
+    from stepguard.core.policy.cases import parse_cases, run_cases
+
+    compiled = _load(file)
+    try:
+        report = run_cases(
+            compiled, parse_cases(cases.read_text(encoding="utf-8"), source=str(cases))
+        )
+    except OSError as error:
+        raise click.ClickException(f"{cases}: {error.strerror}") from None
+    except StepGuardError as error:
+        raise click.ClickException(error.message) from None
+    for result in report.results:
+        mark = "PASS" if result.passed else "FAIL"
+        line = f"{mark} {result.name}"
+        if not result.passed:
+            line += f": {result.message}"
+        click.echo(line)
+    click.echo(f"{report.passed} passed, {report.failed} failed")
+    if report.failed:
+        sys.exit(1)
+
+
+# --- audit ------------------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """The hash-chained audit log."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Check that no audit record was altered or removed."""
+
+    async def action(runtime: Any) -> Any:
+        return await runtime.services.audit.verify()
+
+    report = _run(_with_runtime(action))
+    if report.ok:
+        click.echo(f"audit chain intact: {report.records} records")
+        return
+    click.echo(
+        f"audit chain BROKEN at record {report.first_bad_seq}: {report.problem} "
+        f"({report.records} records verified before it)",
+        err=True,
+    )
+    sys.exit(1)
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--var", "var_dir", type=click.Path(path_type=Path), default=Path("var"),
+              show_default=True, help="Where the demo keeps its SQLite file.")
+@click.option("--no-serve", is_flag=True, help="Seed and print, but do not start the server.")
+def demo(port: int, var_dir: Path, no_serve: bool) -> None:
+    """Start StepGuard on SQLite with a demo subject, policy and API key."""
+    from stepguard.demo.seed import prepare_demo
+
+    setup = _run(prepare_demo(var_dir=var_dir, port=port))
+    click.echo(setup.instructions)
+    if not no_serve:
+        os.environ["STEPGUARD_LOG_JSON"] = "false"
+        _serve(setup.settings, migrate_first=False)
+
+
+@main.command("demo-code")
+@click.option("--var", "var_dir", type=click.Path(path_type=Path), default=Path("var"),
+              show_default=True)
+def demo_code(var_dir: Path) -> None:
+    """Print the demo subject's current TOTP code (what an authenticator app would show)."""
+    from stepguard.demo.seed import current_demo_code
+
+    click.echo(current_demo_code(var_dir))
+
+

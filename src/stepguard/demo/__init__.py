@@ -1,0 +1,1 @@
+"""The demo: a seeded SQLite store, a demo policy and what to try."""

@@ -1,0 +1,165 @@
+"""Seed the demo store: a subject with TOTP and recovery codes, an API key, a session.
+
+It goes through the same use cases as the API (enrollment, a real step-up to add the second
+factor), so the demo shows the real flows. The demo database is recreated on every run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from stepguard.adapters.crypto import SecretBox
+from stepguard.adapters.storage import migrate
+from stepguard.bootstrap import build_runtime
+from stepguard.core.assurance import FactorType
+from stepguard.core.factors.totp import TotpSpec, code_at_step, current_code, totp_step
+from stepguard.core.model import TotpParameters
+from stepguard.service.decisions import DecisionRequest
+from stepguard.settings import Settings
+
+POLICY_FILE = Path(__file__).with_name("policy.yaml")
+SUBJECT = "alice"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DemoSetup:
+    settings: Settings
+    instructions: str
+
+
+def _reset(var_dir: Path) -> Path:
+    var_dir.mkdir(parents=True, exist_ok=True)
+    database = var_dir / "demo.db"
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    return database
+
+
+async def prepare_demo(*, var_dir: Path, port: int) -> DemoSetup:
+    database = _reset(var_dir)
+    settings = Settings(
+        database_url=f"sqlite+aiosqlite:///{database.resolve()}",
+        policy_file=POLICY_FILE,
+        secret_keys=[SecretBox.generate_key()],  # type: ignore[list-item]  # coerced to SecretStr
+        port=port,
+        log_json=False,
+    )
+    await migrate(settings.database_url)
+    runtime = build_runtime(settings)
+    services = runtime.services
+    try:
+        api_key = await services.api_keys.create("demo")
+        await services.subjects.put(
+            SUBJECT, email="alice@example.com", phone=None, groups=("customers",), actor=None
+        )
+        # Recovery codes first: the first factor needs no step-up.
+        recovery = await services.factors.enroll(
+            SUBJECT, factor_type=FactorType.RECOVERY_CODE, label="", session_id=None,
+            totp=None, actor=None,
+        )
+        # Adding TOTP now needs a fresh step-up with an existing factor, as in the API.
+        session, _ = await services.sessions.create(
+            subject_id=SUBJECT, amr=["pwd"], ip="203.0.113.7", user_agent="demo", ttl_seconds=None,
+            actor=None,
+        )
+        gate = await services.decisions.decide(
+            DecisionRequest(session_id=session.id, action="stepguard.factors.manage", context={}),
+            actor=None,
+        )
+        assert gate.challenge is not None
+        used_code = recovery.recovery_codes[0].reveal()
+        await services.verification.verify(
+            gate.challenge.id, factor_id=recovery.factor.id, code=used_code, actor=None
+        )
+        totp = await services.factors.enroll(
+            SUBJECT, factor_type=FactorType.TOTP, label="Phone", session_id=session.id,
+            totp=None, actor=None,
+        )
+        assert totp.factor.secret is not None and totp.otpauth_uri is not None
+        secret = totp.factor.secret.reveal()
+        spec = TotpSpec()
+        now = runtime.services.deps.clock.now()
+        # Confirm with the previous step's code (inside the window), so the code the reader's
+        # authenticator shows right now is still unused.
+        await services.factors.confirm(
+            SUBJECT, totp.factor.id, code=code_at_step(secret, spec, totp_step(spec, now) - 1),
+            session_id=session.id, actor=None,
+        )
+        # The demo session for the reader starts with a password only.
+        reader_session, _ = await services.sessions.create(
+            subject_id=SUBJECT, amr=["pwd"], ip="203.0.113.7", user_agent="curl", ttl_seconds=None,
+            actor=None,
+        )
+    finally:
+        await runtime.store.close()
+
+    (var_dir / "demo.json").write_text(
+        json.dumps(
+            {
+                "totp_secret": base64.b32encode(secret).decode("ascii"),
+                "algorithm": spec.algorithm.value,
+                "digits": spec.digits,
+                "period": spec.period,
+            }
+        ),
+        encoding="utf-8",
+    )
+    base = f"http://127.0.0.1:{port}"
+    codes = "\n".join(f"      {code.reveal()}" for code in recovery.recovery_codes[1:])
+    instructions = f"""
+StepGuard demo (SQLite at {database}, policy {POLICY_FILE})
+
+  API key        {api_key.token.reveal()}
+  Subject        {SUBJECT} (TOTP factor {totp.factor.id})
+  TOTP URI       {totp.otpauth_uri.reveal()}
+  Recovery codes (factor {recovery.factor.id}; the seed used one to add TOTP):
+{codes}
+  A session      {reader_session.id} (password only)
+
+Try it in another terminal:
+
+  export SG={base} KEY='{api_key.token.reveal()}' SES={reader_session.id}
+  H=(-H "Authorization: Bearer $KEY" -H 'content-type: application/json')
+
+  # Viewing the account is allowed:
+  curl -s "${{H[@]}}" $SG/v1/decisions -d '{{"session_id":"'$SES'","action":"account.view"}}'
+
+  # A EUR 2,500 transfer needs a step-up bound to exactly this transaction:
+  curl -s "${{H[@]}}" $SG/v1/decisions -d '{{"session_id":"'$SES'","action":"payments.transfer",
+    "context":{{"amount":2500,"currency":"EUR","payee":"ACME GmbH"}}}}'
+
+  # Answer the challenge with the current code (what the authenticator app shows):
+  CHL=<challenge id from above>
+  curl -s "${{H[@]}}" $SG/v1/challenges/$CHL/verifications \\
+    -d '{{"factor_id":"{totp.factor.id}","code":"'$(.venv/bin/stepguard demo-code)'"}}'
+
+  # Retry the transfer with the grant: allowed once; the same grant for 10000 is not.
+  curl -s "${{H[@]}}" $SG/v1/decisions -d '{{"session_id":"'$SES'","action":"payments.transfer",
+    "context":{{"amount":2500,"currency":"EUR","payee":"ACME GmbH"}},"grant":"<grant>"}}'
+
+  # The API's schema: {base}/docs   Metrics: {base}/metrics
+
+From Python:
+
+  from stepguard.sdk import StepGuardClient
+  with StepGuardClient("{base}", "{api_key.token.reveal()}") as sg:
+      d = sg.decide(session_id="{reader_session.id}", action="payments.transfer",
+                    context={{"amount": 2500, "currency": "EUR", "payee": "ACME GmbH"}})
+      print(d.decision, d.rule, d.www_authenticate)
+"""
+    return DemoSetup(settings=settings, instructions=instructions)
+
+
+def current_demo_code(var_dir: Path, *, now: datetime | None = None) -> str:
+    from stepguard.adapters.system import SystemClock
+
+    data = json.loads((var_dir / "demo.json").read_text(encoding="utf-8"))
+    spec = TotpSpec.from_parameters(
+        TotpParameters(algorithm=data["algorithm"], digits=data["digits"], period=data["period"])
+    )
+    secret = base64.b32decode(data["totp_secret"])
+    return current_code(secret, spec, now or SystemClock().now())
