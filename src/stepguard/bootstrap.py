@@ -35,7 +35,9 @@ def load_policy_file(path: Path) -> CompiledPolicy:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise PolicyError(f"cannot read the policy file: {error.strerror}", source=str(path))
+        raise PolicyError(
+            f"cannot read the policy file: {error.strerror}", source=str(path)
+        ) from None
     return load_policy(text, source=str(path))
 
 

@@ -24,7 +24,7 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
         raise click.ClickException(f"{error.code}: {error.message}") from None
 
 
-def _settings(**overrides: object) -> Any:
+def _settings(**overrides: Any) -> Any:
     from stepguard.settings import Settings
 
     try:
@@ -113,9 +113,8 @@ async def _with_runtime(action: Any) -> Any:
     settings = _settings()
     await _migrate(settings.database_url)
     # Key and audit commands need no policy: a deny-all one keeps them independent of it.
-    runtime = build_runtime(
-        settings, policy=load_policy("rules: []\ndefault: {deny: true}\n", source="<cli>")
-    )
+    deny_all = load_policy("version: 1\nrules: []\ndefault: {deny: true}\n", source="<cli>")
+    runtime = build_runtime(settings, policy=deny_all)
     try:
         return await action(runtime)
     finally:
@@ -268,8 +267,14 @@ def audit_verify() -> None:
 
 @main.command()
 @click.option("--port", type=int, default=8000, show_default=True)
-@click.option("--var", "var_dir", type=click.Path(path_type=Path), default=Path("var"),
-              show_default=True, help="Where the demo keeps its SQLite file.")
+@click.option(
+    "--var",
+    "var_dir",
+    type=click.Path(path_type=Path),
+    default=Path("var"),
+    show_default=True,
+    help="Where the demo keeps its SQLite file.",
+)
 @click.option("--no-serve", is_flag=True, help="Seed and print, but do not start the server.")
 def demo(port: int, var_dir: Path, no_serve: bool) -> None:
     """Start StepGuard on SQLite with a demo subject, policy and API key."""
@@ -283,12 +288,11 @@ def demo(port: int, var_dir: Path, no_serve: bool) -> None:
 
 
 @main.command("demo-code")
-@click.option("--var", "var_dir", type=click.Path(path_type=Path), default=Path("var"),
-              show_default=True)
+@click.option(
+    "--var", "var_dir", type=click.Path(path_type=Path), default=Path("var"), show_default=True
+)
 def demo_code(var_dir: Path) -> None:
     """Print the demo subject's current TOTP code (what an authenticator app would show)."""
     from stepguard.demo.seed import current_demo_code
 
     click.echo(current_demo_code(var_dir))
-
-

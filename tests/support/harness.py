@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from stepguard.core.policy.loader import load_policy
 from stepguard.service.ports import RiskAssessor
 from stepguard.settings import Settings
 from support.clock import ManualClock
-from support.services import fresh_postgres_database
 
 TEST_POLICY = """
 version: 1
@@ -78,7 +76,9 @@ class Harness:
         spec = TotpSpec()
         return code_at_step(secret, spec, totp_step(spec, self.clock.now()) + steps_from_now)
 
-    async def enroll_totp(self, subject_id: str = "alice", session_id: str | None = None) -> tuple[str, bytes]:
+    async def enroll_totp(
+        self, subject_id: str = "alice", session_id: str | None = None
+    ) -> tuple[str, bytes]:
         """Enroll and confirm TOTP; returns the factor id and its seed. Leaves the clock
         one period later so the confirming code is not the current one."""
         body: dict[str, Any] = {"type": "totp"}
@@ -100,9 +100,7 @@ class Harness:
         self.clock.advance(30)
         return factor_id, secret
 
-    async def stepped_up_session(
-        self, factor_id: str, code: str, subject_id: str = "alice"
-    ) -> str:
+    async def stepped_up_session(self, factor_id: str, code: str, subject_id: str = "alice") -> str:
         """A new session that just passed the factor-management step-up with this factor."""
         session_id = await self.open_session(subject_id)
         decision = await self.decide(session_id, "stepguard.factors.manage")
@@ -161,9 +159,11 @@ async def start_harness(
     )
     anon = httpx.AsyncClient(transport=transport, base_url="http://stepguard.test")
     harness = Harness(
-        client=client, anon=anon, clock=clock, runtime=runtime, api_key=token,
+        client=client,
+        anon=anon,
+        clock=clock,
+        runtime=runtime,
+        api_key=token,
         database_url=database_url,
     )
     return harness, runtime
-
-

@@ -160,7 +160,8 @@ def test_adding_a_factor_never_lowers_the_level(
     before = derive_level(factors)
     after = derive_level([*factors, extra])
     if before is not None:
-        assert after is not None and after >= before
+        assert after is not None
+        assert after >= before
 
 
 @given(

@@ -143,7 +143,8 @@ def test_degraded_risk_tightens_a_step_up() -> None:
         "payments.transfer", context={"amount": 500, "payee": "X"}, risk=UNAVAILABLE_RISK
     )
     assert isinstance(decision, StepUp)
-    assert decision.requirement.bind and decision.requirement.max_age == 300
+    assert decision.requirement.bind
+    assert decision.requirement.max_age == 300
 
 
 def test_strictest_takes_the_higher_level_shorter_age_and_any_binding() -> None:

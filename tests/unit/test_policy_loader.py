@@ -72,7 +72,7 @@ def assert_names(error: PolicyError, *, rule: str | None, field: str | None) -> 
         assert repr(field) in text
 
 
-# -- what a valid policy compiles to --------------------------------------------------------
+# -- what a valid policy compiles to -----------------------------------------------------------
 
 
 def test_the_documented_example_loads_into_an_engine_that_satisfies_the_protocol() -> None:
@@ -135,22 +135,31 @@ def test_every_assurance_level_is_accepted_by_its_wire_value(level: AssuranceLev
 def test_every_factor_type_is_a_known_method() -> None:
     assert frozenset(factor.value for factor in FactorType) == KNOWN_METHODS
     methods = ", ".join(factor.value for factor in FactorType)
-    policy = load(with_rule(f"id: r\nmatch: {{actions: [a]}}\nstep_up: {{acr: aal2, methods: [{methods}]}}"))
+    policy = load(
+        with_rule(f"id: r\nmatch: {{actions: [a]}}\nstep_up: {{acr: aal2, methods: [{methods}]}}")
+    )
     requirement = policy.evaluate(PolicyInput(action="a")).requirement
     assert requirement is not None
     assert requirement.methods == KNOWN_METHODS
 
 
 def test_the_default_rule_is_called_default_unless_it_names_itself() -> None:
-    assert load(with_rule("id: r\nmatch: {actions: [a]}\nallow: true")).evaluate(
-        PolicyInput(action="b")
-    ).id == "default"
-    named = load(with_rule("id: r\nmatch: {actions: [a]}\nallow: true", default="{id: fallback, deny: true}"))
+    assert (
+        load(with_rule("id: r\nmatch: {actions: [a]}\nallow: true"))
+        .evaluate(PolicyInput(action="b"))
+        .id
+        == "default"
+    )
+    named = load(
+        with_rule("id: r\nmatch: {actions: [a]}\nallow: true", default="{id: fallback, deny: true}")
+    )
     assert named.evaluate(PolicyInput(action="b")).id == "fallback"
 
 
 def test_the_default_may_step_up() -> None:
-    policy = load("version: 1\ndefault:\n  step_up: {acr: aal2, max_age: 60}\n  summary: '{action}'\n")
+    policy = load(
+        "version: 1\ndefault:\n  step_up: {acr: aal2, max_age: 60}\n  summary: '{action}'\n"
+    )
     rule = policy.evaluate(PolicyInput(action="anything"))
     assert rule.outcome is Outcome.STEP_UP
     assert rule.requirement == Requirement(acr=AssuranceLevel.AAL2, max_age=60)
@@ -190,7 +199,9 @@ def test_reasons_default_to_a_sentence_derived_from_the_rule() -> None:
 
 def test_duplicate_patterns_and_methods_are_harmless() -> None:
     policy = load(
-        with_rule("id: r\nmatch: {actions: [a, a, 'a*']}\nstep_up: {acr: aal2, methods: [totp, totp]}")
+        with_rule(
+            "id: r\nmatch: {actions: [a, a, 'a*']}\nstep_up: {acr: aal2, methods: [totp, totp]}"
+        )
     )
     assert policy.evaluate(PolicyInput(action="a")).id == "r"
     requirement = policy.evaluate(PolicyInput(action="a")).requirement
@@ -212,9 +223,10 @@ def test_yaml_anchors_and_aliases_are_allowed() -> None:
         default: {deny: true}
         """
     )
-    assert policy.evaluate(PolicyInput(action="a")).requirement == policy.evaluate(
-        PolicyInput(action="b")
-    ).requirement
+    assert (
+        policy.evaluate(PolicyInput(action="a")).requirement
+        == policy.evaluate(PolicyInput(action="b")).requirement
+    )
 
 
 def test_the_demo_policy_shipped_in_the_package_loads() -> None:
@@ -224,7 +236,7 @@ def test_the_demo_policy_shipped_in_the_package_loads() -> None:
     assert policy.evaluate(PolicyInput(action="account.view")).outcome is Outcome.ALLOW
 
 
-# -- what is rejected, and how the error names the place --------------------------------------
+# -- what is rejected, and how the error names the place ---------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -250,7 +262,9 @@ def test_invalid_yaml_is_rejected_with_the_parser_message() -> None:
 
 
 def test_python_object_tags_are_refused_because_only_safe_load_is_used() -> None:
-    error = rejected("version: 1\nrules: !!python/object/apply:os.system ['true']\ndefault: {deny: true}\n")
+    error = rejected(
+        "version: 1\nrules: !!python/object/apply:os.system ['true']\ndefault: {deny: true}\n"
+    )
     assert "invalid YAML" in str(error)
 
 
@@ -292,8 +306,16 @@ def test_top_level_problems_name_the_field(text: str, field: str, fragment: str)
 @pytest.mark.parametrize(
     ("rule", "field", "fragment"),
     [
-        ("id: r\nmatch: {actions: [a]}\nallow: true\ncolour: red", "colour", "unknown field 'colour'"),
-        ("id: r\nmatch: {actions: [a], verbs: [get]}\nallow: true", "match.verbs", "unknown field 'verbs'"),
+        (
+            "id: r\nmatch: {actions: [a]}\nallow: true\ncolour: red",
+            "colour",
+            "unknown field 'colour'",
+        ),
+        (
+            "id: r\nmatch: {actions: [a], verbs: [get]}\nallow: true",
+            "match.verbs",
+            "unknown field 'verbs'",
+        ),
         (
             "id: r\nmatch: {actions: [a]}\nstep_up: {acr: aal2, maxage: 5}",
             "step_up.maxage",
@@ -332,7 +354,11 @@ def test_unknown_fields_in_the_default_are_rejected() -> None:
         ("step_up: {acr: aal2, max_age: null}", "step_up.max_age", "not null"),
         # methods
         ("step_up: {acr: aal2, methods: [sms]}", "step_up.methods[0]", "unknown method 'sms'"),
-        ("step_up: {acr: aal2, methods: [totp, TOTP]}", "step_up.methods[1]", "unknown method 'TOTP'"),
+        (
+            "step_up: {acr: aal2, methods: [totp, TOTP]}",
+            "step_up.methods[1]",
+            "unknown method 'TOTP'",
+        ),
         ("step_up: {acr: aal2, methods: totp}", "step_up.methods", "must be a list of strings"),
         ("step_up: {acr: aal2, methods: []}", "step_up.methods", "must not be empty"),
         ("step_up: {acr: aal2, methods: [1]}", "step_up.methods[0]", "must be a string"),
@@ -363,7 +389,9 @@ def test_bad_step_up_requirements_are_rejected(rule: str, field: str, fragment: 
         ("allow: true\nsummary: '{action}'", "summary", "only step_up rules have a summary"),
     ],
 )
-def test_requirement_fields_on_allow_or_deny_are_rejected(rule: str, field: str, fragment: str) -> None:
+def test_requirement_fields_on_allow_or_deny_are_rejected(
+    rule: str, field: str, fragment: str
+) -> None:
     error = rule_error(f"id: r\nmatch: {{actions: [a]}}\n{rule}")
     assert_names(error, rule="r", field=field)
     assert fragment in str(error)
@@ -380,8 +408,9 @@ def test_requirement_fields_on_allow_or_deny_are_rejected(rule: str, field: str,
 def test_a_rule_needs_exactly_one_outcome(outcomes: str, found: str) -> None:
     error = rule_error(f"id: r\nmatch: {{actions: [a]}}\n{outcomes}")
     assert_names(error, rule="r", field="allow/deny/step_up")
-    assert f"needs exactly one of allow: true, deny: true, step_up: {{...}} (found: {found})" in str(
-        error
+    assert (
+        f"needs exactly one of allow: true, deny: true, step_up: {{...}} (found: {found})"
+        in str(error)
     )
 
 
@@ -417,11 +446,21 @@ def test_a_step_up_default_without_acr_is_rejected() -> None:
     ("rule", "expected_rule", "field", "fragment"),
     [
         ("match: {actions: [a]}\nallow: true", "rules[0]", "id", "every rule needs an id"),
-        ("id: Transfer\nmatch: {actions: [a]}\nallow: true", "rules[0]", "id", "invalid id string 'Transfer'"),
+        (
+            "id: Transfer\nmatch: {actions: [a]}\nallow: true",
+            "rules[0]",
+            "id",
+            "invalid id string 'Transfer'",
+        ),
         ("id: -x\nmatch: {actions: [a]}\nallow: true", "rules[0]", "id", "invalid id"),
         ("id: 'a b'\nmatch: {actions: [a]}\nallow: true", "rules[0]", "id", "invalid id"),
         ("id: 7\nmatch: {actions: [a]}\nallow: true", "rules[0]", "id", "invalid id number 7"),
-        ("id: " + "a" * 129 + "\nmatch: {actions: [a]}\nallow: true", "rules[0]", "id", "longer than 128"),
+        (
+            "id: " + "a" * 129 + "\nmatch: {actions: [a]}\nallow: true",
+            "rules[0]",
+            "id",
+            "longer than 128",
+        ),
     ],
 )
 def test_rule_ids_are_required_and_well_formed(
@@ -433,7 +472,15 @@ def test_rule_ids_are_required_and_well_formed(
 
 
 def test_a_rule_that_is_not_a_mapping_is_named_by_its_position() -> None:
-    error = rejected("version: 1\nrules:\n  - {id: ok, match: {actions: [a]}, allow: true}\n  - oops\ndefault: {deny: true}\n")
+    error = rejected(
+        """
+        version: 1
+        rules:
+          - {id: ok, match: {actions: [a]}, allow: true}
+          - oops
+        default: {deny: true}
+        """
+    )
     assert_names(error, rule="rules[1]", field=None)
     assert "a rule must be a mapping" in str(error)
 
@@ -465,7 +512,9 @@ def test_a_rule_named_default_collides_with_the_unnamed_default() -> None:
 
 
 def test_a_named_default_must_not_reuse_a_rule_id() -> None:
-    error = rejected(with_rule("id: r\nmatch: {actions: [a]}\nallow: true", default="{id: r, deny: true}"))
+    error = rejected(
+        with_rule("id: r\nmatch: {actions: [a]}\nallow: true", default="{id: r, deny: true}")
+    )
     assert_names(error, rule="r", field="id")
 
 
@@ -520,12 +569,14 @@ def test_text_fields_must_be_strings(field: str, value: str, fragment: str) -> N
     ],
 )
 def test_summary_templates_are_checked_at_load(summary: str, fragment: str) -> None:
-    error = rule_error(f"id: r\nmatch: {{actions: [a]}}\nstep_up: {{acr: aal2}}\nsummary: {summary}")
+    error = rule_error(
+        f"id: r\nmatch: {{actions: [a]}}\nstep_up: {{acr: aal2}}\nsummary: {summary}"
+    )
     assert_names(error, rule="r", field="summary")
     assert fragment in str(error)
 
 
-# -- CEL conditions at load ------------------------------------------------------------------
+# -- CEL conditions at load --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -578,7 +629,9 @@ def test_cel_syntax_errors_are_rejected(condition: str) -> None:
     assert "CEL syntax error" in str(error)
 
 
-@pytest.mark.parametrize(("value", "fragment"), [("''", "must not be empty"), ("true", "must be a string")])
+@pytest.mark.parametrize(
+    ("value", "fragment"), [("''", "must not be empty"), ("true", "must be a string")]
+)
 def test_a_condition_must_be_a_non_empty_string(value: str, fragment: str) -> None:
     error = rule_error(f"id: r\nmatch: {{actions: [a]}}\nwhen: {value}\nallow: true")
     assert_names(error, rule="r", field="when")

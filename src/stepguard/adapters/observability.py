@@ -6,7 +6,13 @@ import logging
 import sys
 
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    disable_created_metrics,
+    generate_latest,
+)
 
 
 class Metrics:
@@ -17,6 +23,8 @@ class Metrics:
     """
 
     def __init__(self) -> None:
+        # The *_created series only add noise to counters. (The function is untyped upstream.)
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
         self.decisions = Counter(
             "stepguard_decisions",
@@ -59,8 +67,9 @@ class MetricsObserver:
     def fail_closed(self, *, where: str, error: BaseException) -> None:
         self._metrics.fail_closed.labels(where=where).inc()
         # The error's type and message only: messages never carry secrets by construction.
-        self._log.warning("failed_closed", where=where, error=type(error).__name__,
-                          detail=str(error)[:200])
+        self._log.warning(
+            "failed_closed", where=where, error=type(error).__name__, detail=str(error)[:200]
+        )
 
 
 def configure_logging(*, level: str = "info", json: bool = True) -> None:

@@ -9,6 +9,7 @@ T = TypeVar("T", str, bytes)
 
 class Secret(Generic[T]):
     __slots__ = ("_value",)
+    _value: T
 
     def __init__(self, value: T) -> None:
         self._value = value

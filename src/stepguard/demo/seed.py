@@ -58,12 +58,20 @@ async def prepare_demo(*, var_dir: Path, port: int) -> DemoSetup:
         )
         # Recovery codes first: the first factor needs no step-up.
         recovery = await services.factors.enroll(
-            SUBJECT, factor_type=FactorType.RECOVERY_CODE, label="", session_id=None,
-            totp=None, actor=None,
+            SUBJECT,
+            factor_type=FactorType.RECOVERY_CODE,
+            label="",
+            session_id=None,
+            totp=None,
+            actor=None,
         )
         # Adding TOTP now needs a fresh step-up with an existing factor, as in the API.
         session, _ = await services.sessions.create(
-            subject_id=SUBJECT, amr=["pwd"], ip="203.0.113.7", user_agent="demo", ttl_seconds=None,
+            subject_id=SUBJECT,
+            amr=["pwd"],
+            ip="203.0.113.7",
+            user_agent="demo",
+            ttl_seconds=None,
             actor=None,
         )
         gate = await services.decisions.decide(
@@ -76,22 +84,34 @@ async def prepare_demo(*, var_dir: Path, port: int) -> DemoSetup:
             gate.challenge.id, factor_id=recovery.factor.id, code=used_code, actor=None
         )
         totp = await services.factors.enroll(
-            SUBJECT, factor_type=FactorType.TOTP, label="Phone", session_id=session.id,
-            totp=None, actor=None,
+            SUBJECT,
+            factor_type=FactorType.TOTP,
+            label="Phone",
+            session_id=session.id,
+            totp=None,
+            actor=None,
         )
-        assert totp.factor.secret is not None and totp.otpauth_uri is not None
+        assert totp.factor.secret is not None
+        assert totp.otpauth_uri is not None
         secret = totp.factor.secret.reveal()
         spec = TotpSpec()
         now = runtime.services.deps.clock.now()
         # Confirm with the previous step's code (inside the window), so the code the reader's
         # authenticator shows right now is still unused.
         await services.factors.confirm(
-            SUBJECT, totp.factor.id, code=code_at_step(secret, spec, totp_step(spec, now) - 1),
-            session_id=session.id, actor=None,
+            SUBJECT,
+            totp.factor.id,
+            code=code_at_step(secret, spec, totp_step(spec, now) - 1),
+            session_id=session.id,
+            actor=None,
         )
         # The demo session for the reader starts with a password only.
         reader_session, _ = await services.sessions.create(
-            subject_id=SUBJECT, amr=["pwd"], ip="203.0.113.7", user_agent="curl", ttl_seconds=None,
+            subject_id=SUBJECT,
+            amr=["pwd"],
+            ip="203.0.113.7",
+            user_agent="curl",
+            ttl_seconds=None,
             actor=None,
         )
     finally:

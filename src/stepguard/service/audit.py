@@ -25,8 +25,12 @@ class AuditService:
     ) -> list[RecordedAuditEvent]:
         async with self._deps.store.read() as uow:
             return await uow.audit.query(
-                subject_id=subject_id, type=type, since=since, until=until,
-                after_seq=after_seq, limit=limit,
+                subject_id=subject_id,
+                type=type,
+                since=since,
+                until=until,
+                after_seq=after_seq,
+                limit=limit,
             )
 
     async def verify(self) -> ChainReport:

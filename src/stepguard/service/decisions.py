@@ -92,15 +92,16 @@ class DecisionService:
             return await self._decide(request, actor=actor)
         except SessionInvalidError:
             raise
-        except Exception as error:  # noqa: BLE001 - fail closed on anything, bugs included
+        except Exception as error:  # fail closed on anything, bugs included
             self._deps.observer.fail_closed(where="decision", error=error)
             reason = error.message if isinstance(error, StepGuardError) else "internal error"
             decision = Deny(rule=FAIL_CLOSED_RULE, reasons=(f"failed closed: {reason}",))
             self._deps.observer.decision(outcome="deny", rule=FAIL_CLOSED_RULE)
             return DecisionResult(decision=decision, risk=UNAVAILABLE_RISK)
 
-    async def _assess(self, subject: Subject, session: Session, request: DecisionRequest,
-                      now: datetime) -> RiskAssessment:
+    async def _assess(
+        self, subject: Subject, session: Session, request: DecisionRequest, now: datetime
+    ) -> RiskAssessment:
         try:
             return await asyncio.wait_for(
                 self._deps.risk.assess(
@@ -113,7 +114,7 @@ class DecisionService:
                 ),
                 timeout=self._deps.config.risk_timeout_seconds,
             )
-        except Exception as error:  # noqa: BLE001 - a failed assessment is high risk, not low
+        except Exception as error:  # a failed assessment is high risk, not low
             self._deps.observer.fail_closed(where="risk", error=error)
             return UNAVAILABLE_RISK
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
 
@@ -21,7 +21,7 @@ class ServiceConfig:
     risk_timeout_seconds: float = 0.5
     recovery_code_count: int = 10
     totp_issuer: str = "StepGuard"
-    lockout: LockoutPolicy = LockoutPolicy()
+    lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
 
 
 class PolicyHolder:

@@ -29,7 +29,7 @@ from stepguard.core.secret import Secret
 from stepguard.service.decisions import policy_input
 from stepguard.service.deps import Deps
 from stepguard.service.ports import UnitOfWork
-from stepguard.service.verification import _Rejected, attempt_locked_factor
+from stepguard.service.verification import _RejectedError, attempt_locked_factor
 
 MANAGE_ACTION = "stepguard.factors.manage"
 # A policy that asks "every time" for management gets this freshness instead: enrollment has
@@ -78,8 +78,15 @@ class FactorService:
             acr=AssuranceLevel.AAL2, max_age=self._deps.config.management_max_age
         )
         inp = policy_input(
-            subject=subject, session=session, action=MANAGE_ACTION, resource=None, context={},
-            ip=None, user_agent=None, risk=LOW_RISK, now=now,
+            subject=subject,
+            session=session,
+            action=MANAGE_ACTION,
+            resource=None,
+            context={},
+            ip=None,
+            user_agent=None,
+            risk=LOW_RISK,
+            now=now,
         )
         try:
             rule = self._deps.policy.current.evaluate(inp)
@@ -154,12 +161,13 @@ class FactorService:
             elif factor_type is FactorType.RECOVERY_CODE:
                 if totp is not None:
                     raise InvalidRequestError("TOTP parameters apply to totp factors only")
-                current = next(
-                    (f for f in existing if f.type is FactorType.RECOVERY_CODE), None
-                )
+                current = next((f for f in existing if f.type is FactorType.RECOVERY_CODE), None)
                 await self._gate(
-                    uow, subject, session_id,
-                    proof_excludes=current.id if current else None, now=now,
+                    uow,
+                    subject,
+                    session_id,
+                    proof_excludes=current.id if current else None,
+                    now=now,
                 )
                 codes = generate_recovery_codes(deps.rng, count=deps.config.recovery_code_count)
                 if current is None:
@@ -210,7 +218,7 @@ class FactorService:
         """Activate a pending TOTP factor with its first valid code."""
         deps = self._deps
         now = deps.clock.now()
-        failure: _Rejected | None = None
+        failure: _RejectedError | None = None
         async with deps.store.transaction() as uow:
             subject = await self._subject(uow, subject_id)
             await self._gate(uow, subject, session_id, proof_excludes=factor_id, now=now)
@@ -221,7 +229,7 @@ class FactorService:
                 raise InvalidRequestError("The factor is already confirmed.")
             try:
                 await attempt_locked_factor(uow, factor, code, now=now, deps=deps)
-            except _Rejected as rejected:
+            except _RejectedError as rejected:
                 failure = rejected
             else:
                 await uow.factors.activate(factor_id, at=now)

@@ -17,7 +17,9 @@ def parse_amr(values: list[str]) -> tuple[AuthMethod, ...]:
         try:
             methods.append(AuthMethod(value))
         except ValueError:
-            raise InvalidRequestError(f"unknown amr value {value!r} (RFC 8176 values only)") from None
+            raise InvalidRequestError(
+                f"unknown amr value {value!r} (RFC 8176 values only)"
+            ) from None
     return tuple(methods)
 
 

@@ -51,7 +51,7 @@ class VerifiedStepUp:
         return f"VerifiedStepUp(challenge={self.challenge.id!r}, grant=<redacted>)"
 
 
-class _Rejected(Exception):
+class _RejectedError(Exception):
     """An attempt that failed; ``guess`` says whether it counts against the guessing limit."""
 
     def __init__(self, reason: str, *, guess: bool) -> None:
@@ -60,7 +60,7 @@ class _Rejected(Exception):
         self.guess = guess
 
 
-class _LostRace(Exception):
+class _LostRaceError(Exception):
     """Another attempt satisfied the challenge first; this one's writes must roll back."""
 
 
@@ -69,11 +69,11 @@ async def check_code(
 ) -> None:
     """Check a code against a locked factor and burn it (replay floor or used code).
 
-    Raises ``_Rejected(guess=True)`` when the code is wrong, malformed or already used.
+    Raises ``_RejectedError(guess=True)`` when the code is wrong, malformed or already used.
     """
     if factor.type is FactorType.TOTP:
         if factor.secret is None or factor.totp is None:
-            raise _Rejected("factor has no secret", guess=False)
+            raise _RejectedError("factor has no secret", guess=False)
         try:
             verified = verify_totp(
                 code=code,
@@ -83,18 +83,18 @@ async def check_code(
                 last_accepted_step=factor.last_step,
             )
         except InvalidCodeError as error:
-            raise _Rejected(f"totp: {error.message}", guess=True) from None
+            raise _RejectedError(f"totp: {error.message}", guess=True) from None
         if not await uow.factors.advance_totp_step(factor.id, verified.step):
-            raise _Rejected("totp: code already used", guess=True)
+            raise _RejectedError("totp: code already used", guess=True)
     elif factor.type is FactorType.RECOVERY_CODE:
         try:
             code_hash = recovery_code_hash(code)
         except InvalidCodeError:
-            raise _Rejected("recovery code: malformed", guess=True) from None
+            raise _RejectedError("recovery code: malformed", guess=True) from None
         if not await uow.factors.consume_recovery_code(factor.id, code_hash, at=now):
-            raise _Rejected("recovery code: unknown or already used", guess=True)
+            raise _RejectedError("recovery code: unknown or already used", guess=True)
     else:  # pragma: no cover - every FactorType has a branch
-        raise _Rejected(f"unsupported factor type {factor.type}", guess=False)
+        raise _RejectedError(f"unsupported factor type {factor.type}", guess=False)
 
 
 async def attempt_locked_factor(
@@ -108,10 +108,10 @@ async def attempt_locked_factor(
     if lockout.is_locked(
         failed_attempts=factor.failed_attempts, locked_until=factor.locked_until, now=now
     ):
-        raise _Rejected("factor locked after repeated failures", guess=False)
+        raise _RejectedError("factor locked after repeated failures", guess=False)
     try:
         await check_code(uow, factor, code, now=now, deps=deps)
-    except _Rejected as rejected:
+    except _RejectedError as rejected:
         if rejected.guess:
             state = lockout.after_failure(failed_attempts=factor.failed_attempts, now=now)
             await uow.factors.record_failure(
@@ -131,17 +131,17 @@ class VerificationService:
         deps = self._deps
         now = deps.clock.now()
         factor_type: str | None = None
-        failure: _Rejected | None = None
+        failure: _RejectedError | None = None
         try:
             async with deps.store.transaction() as uow:
                 challenge = await uow.challenges.get(challenge_id)
                 try:
                     if challenge is None:
-                        raise _Rejected("unknown challenge", guess=False)
+                        raise _RejectedError("unknown challenge", guess=False)
                     factor = await uow.factors.get_for_update(challenge.subject_id, factor_id)
                     factor_type = factor.type.value if factor else None
                     result = await self._attempt(uow, challenge, factor, code, now=now)
-                except _Rejected as rejected:
+                except _RejectedError as rejected:
                     # Leave the block normally: the failure counter commits with its audit.
                     failure = rejected
                     await uow.audit.append(
@@ -153,8 +153,8 @@ class VerificationService:
                     await uow.audit.append(
                         _success_event(result, factor_id, factor_type, now, actor)
                     )
-        except _LostRace:
-            failure = _Rejected("challenge satisfied by a concurrent attempt", guess=False)
+        except _LostRaceError:
+            failure = _RejectedError("challenge satisfied by a concurrent attempt", guess=False)
             async with deps.store.transaction() as uow:
                 await uow.audit.append(
                     _failure_event(challenge_id, None, factor_id, failure.reason, now, actor)
@@ -176,20 +176,20 @@ class VerificationService:
     ) -> VerifiedStepUp:
         deps = self._deps
         if challenge.effective_status(now) is not ChallengeStatus.PENDING:
-            raise _Rejected(f"challenge {challenge.effective_status(now).value}", guess=False)
+            raise _RejectedError(f"challenge {challenge.effective_status(now).value}", guess=False)
         session = await uow.sessions.get(challenge.session_id)
         if session is None or not session.is_active(now):
-            raise _Rejected("session no longer active", guess=False)
+            raise _RejectedError("session no longer active", guess=False)
         if factor is None or factor.status is not FactorStatus.ACTIVE:
-            raise _Rejected("unknown or inactive factor", guess=False)
+            raise _RejectedError("unknown or inactive factor", guess=False)
         completed = step_up_factor(factor.type, factor_id=factor.id, at=now)
         if not can_reach(session.factors, completed, challenge.requirement):
-            raise _Rejected("factor cannot satisfy the requirement", guess=False)
+            raise _RejectedError("factor cannot satisfy the requirement", guess=False)
 
         await attempt_locked_factor(uow, factor, code, now=now, deps=deps)
 
         if not await uow.challenges.mark_satisfied(challenge.id, at=now, factor_id=factor.id):
-            raise _LostRace()
+            raise _LostRaceError()
         await uow.sessions.add_factor(session.id, completed)
         session_factors = (*session.factors, completed)
         grant: str | None = None
@@ -242,7 +242,10 @@ def _failure_event(
 
 
 def _success_event(
-    result: VerifiedStepUp, factor_id: str, factor_type: str | None, now: datetime,
+    result: VerifiedStepUp,
+    factor_id: str,
+    factor_type: str | None,
+    now: datetime,
     actor: str | None,
 ) -> AuditEvent:
     challenge = result.challenge

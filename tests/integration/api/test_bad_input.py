@@ -10,7 +10,8 @@ from support.harness import Harness
 def assert_error(response_json: object, code: str) -> None:
     assert isinstance(response_json, dict)
     assert response_json["error"] == code
-    assert isinstance(response_json["message"], str) and response_json["message"]
+    assert isinstance(response_json["message"], str)
+    assert response_json["message"]
     assert set(response_json) == {"error", "message"}
 
 
@@ -75,8 +76,13 @@ async def test_wrong_types_unknown_fields_and_bad_values_are_400s(
 
 
 @pytest.mark.parametrize(
-    "context", ['{"amount": NaN}', '{"amount": Infinity}', '{"amount": 1e400}',
-                '{"amount": 9007199254740993}']
+    "context",
+    [
+        '{"amount": NaN}',
+        '{"amount": Infinity}',
+        '{"amount": 1e400}',
+        '{"amount": 9007199254740993}',
+    ],
 )
 async def test_contexts_that_cannot_be_canonicalized_are_refused(
     api: Harness, context: str
@@ -85,8 +91,7 @@ async def test_contexts_that_cannot_be_canonicalized_are_refused(
     await api.enroll_totp()
     session_id = await api.open_session()
     raw = (
-        '{"session_id": "%s", "action": "payments.transfer", "context": %s}'
-        % (session_id, context)
+        f'{{"session_id": "{session_id}", "action": "payments.transfer", "context": {context}}}'
     ).encode()
     response = await api.client.post(
         "/v1/decisions", content=raw, headers={"content-type": "application/json"}
@@ -113,9 +118,7 @@ async def test_unknown_routes_and_methods_use_the_error_shape(api: Harness) -> N
 
 async def test_unknown_subjects_and_sessions_are_404s(api: Harness) -> None:
     assert (await api.client.get("/v1/subjects/nobody")).status_code == 404
-    response = await api.client.post(
-        "/v1/sessions", json={"subject_id": "nobody", "amr": ["pwd"]}
-    )
+    response = await api.client.post("/v1/sessions", json={"subject_id": "nobody", "amr": ["pwd"]})
     assert response.status_code == 404
     assert_error(response.json(), "not_found")
 

@@ -10,7 +10,9 @@ from support.harness import Harness
 TRANSFER = {"amount": 2500, "currency": "EUR", "payee": "ACME GmbH"}
 
 
-async def stepped_up_grant(api: Harness, context: dict[str, Any] = TRANSFER) -> tuple[str, str, str]:
+async def stepped_up_grant(
+    api: Harness, context: dict[str, Any] = TRANSFER
+) -> tuple[str, str, str]:
     """Subject with TOTP, a session, a bound step-up: returns (session, factor, grant)."""
     await api.put_subject("alice", email="alice@example.com")
     factor_id, secret = await api.enroll_totp()
@@ -51,9 +53,7 @@ async def test_a_large_transfer_opens_a_challenge_with_an_rfc9470_header(api: Ha
     decision = await api.decide(session_id, "payments.transfer", context=TRANSFER)
     assert decision["decision"] == "step_up"
     assert decision["rule"] == "transfer-large"
-    assert decision["requirement"] == {
-        "acr": "aal2", "max_age": 300, "methods": [], "bind": True
-    }
+    assert decision["requirement"] == {"acr": "aal2", "max_age": 300, "methods": [], "bind": True}
     challenge = parse_www_authenticate(decision["www_authenticate"])
     assert challenge is not None
     assert challenge.acr_values == ("aal2",)

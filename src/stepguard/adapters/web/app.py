@@ -152,7 +152,10 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     async def put_subject(subject_id: str, body: SubjectIn, caller: Caller) -> SubjectOut:
         _check_identifier(subject_id)
         subject = await services.subjects.put(
-            subject_id, email=body.email, phone=body.phone, groups=tuple(body.groups),
+            subject_id,
+            email=body.email,
+            phone=body.phone,
+            groups=tuple(body.groups),
             actor=caller.id,
         )
         return _subject_out(subject)
@@ -171,8 +174,12 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     @v1.post("/sessions", response_model=SessionOut, status_code=201, tags=["sessions"])
     async def create_session(body: SessionIn, caller: Caller) -> SessionOut:
         session, assurance = await services.sessions.create(
-            subject_id=body.subject_id, amr=body.amr, ip=body.ip, user_agent=body.user_agent,
-            ttl_seconds=body.ttl_seconds, actor=caller.id,
+            subject_id=body.subject_id,
+            amr=body.amr,
+            ip=body.ip,
+            user_agent=body.user_agent,
+            ttl_seconds=body.ttl_seconds,
+            actor=caller.id,
         )
         return _session_out(session, assurance)
 
@@ -191,14 +198,20 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     async def decide(body: DecisionIn, caller: Caller) -> DecisionOut:
         result = await services.decisions.decide(
             DecisionRequest(
-                session_id=body.session_id, action=body.action, resource=body.resource,
-                context=body.context, ip=body.ip, user_agent=body.user_agent, grant=body.grant,
+                session_id=body.session_id,
+                action=body.action,
+                resource=body.resource,
+                context=body.context,
+                ip=body.ip,
+                user_agent=body.user_agent,
+                grant=body.grant,
             ),
             actor=caller.id,
         )
         decision = result.decision
         risk = RiskOut(
-            score=result.risk.score, level=result.risk.level.label,
+            score=result.risk.score,
+            level=result.risk.level.label,
             reasons=list(result.risk.reasons),
         )
         if isinstance(decision, StepUp):
@@ -296,8 +309,12 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         elif body.algorithm or body.digits or body.period:
             raise InvalidRequestError("algorithm, digits and period apply to totp factors only")
         enrollment = await services.factors.enroll(
-            subject_id, factor_type=factor_type, label=body.label, session_id=body.session_id,
-            totp=totp, actor=caller.id,
+            subject_id,
+            factor_type=factor_type,
+            label=body.label,
+            session_id=body.session_id,
+            totp=totp,
+            actor=caller.id,
         )
         uri = enrollment.otpauth_uri.reveal() if enrollment.otpauth_uri else None
         return EnrollOut(
@@ -331,9 +348,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         caller: Caller,
         session_id: Annotated[str | None, Query(max_length=128)] = None,
     ) -> Response:
-        await services.factors.remove(
-            subject_id, factor_id, session_id=session_id, actor=caller.id
-        )
+        await services.factors.remove(subject_id, factor_id, session_id=session_id, actor=caller.id)
         return Response(status_code=204)
 
     # --- policy and audit ---------------------------------------------------------------
@@ -342,15 +357,22 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     async def evaluate(body: EvaluateIn, caller: Caller) -> EvaluateOut:
         rule = services.deps.policy.current.evaluate(
             PolicyInput(
-                action=body.action, resource=body.resource, groups=frozenset(body.groups),
-                subject=body.subject, session=body.session, context=body.context,
-                request=body.request, risk=body.risk,
+                action=body.action,
+                resource=body.resource,
+                groups=frozenset(body.groups),
+                subject=body.subject,
+                session=body.session,
+                context=body.context,
+                request=body.request,
+                risk=body.risk,
             )
         )
         reasons = [rule.reason or f"rule {rule.id!r} matched"]
         if rule.outcome is Outcome.STEP_UP and rule.requirement is not None:
             return EvaluateOut(
-                decision="step_up", rule=rule.id, reasons=reasons,
+                decision="step_up",
+                rule=rule.id,
+                reasons=reasons,
                 requirement=_requirement_out(rule.requirement),
             )
         return EvaluateOut(
@@ -373,14 +395,24 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
             if moment is not None and moment.tzinfo is None:
                 raise InvalidRequestError("since and until need a timezone (e.g. Z)")
         records = await services.audit.query(
-            subject_id=subject_id, type=type, since=since, until=until,
-            after_seq=after_seq, limit=limit,
+            subject_id=subject_id,
+            type=type,
+            since=since,
+            until=until,
+            after_seq=after_seq,
+            limit=limit,
         )
         events = [
             AuditEventOut(
-                seq=r.seq, type=r.event.type, at=r.event.at, outcome=r.event.outcome,
-                subject_id=r.event.subject_id, session_id=r.event.session_id,
-                actor=r.event.actor, details=r.event.details, hash=r.hash,
+                seq=r.seq,
+                type=r.event.type,
+                at=r.event.at,
+                outcome=r.event.outcome,
+                subject_id=r.event.subject_id,
+                session_id=r.event.session_id,
+                actor=r.event.actor,
+                details=r.event.details,
+                hash=r.hash,
             )
             for r in records
         ]
@@ -396,8 +428,9 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     async def healthz() -> Health:
         return Health(status="ok")
 
-    @app.get("/readyz", response_model=Health, responses={503: {"model": ErrorBody}},
-             tags=["operations"])
+    @app.get(
+        "/readyz", response_model=Health, responses={503: {"model": ErrorBody}}, tags=["operations"]
+    )
     async def readyz() -> Health:
         await services.deps.store.ping()
         return Health(status="ok")
@@ -414,4 +447,3 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
 def _check_identifier(value: str) -> None:
     if not IDENTIFIER_PATTERN.fullmatch(value):
         raise InvalidRequestError("identifiers are 1-128 characters: letters, digits, ._@:+-")
-

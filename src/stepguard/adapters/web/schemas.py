@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
-
-import math
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -88,8 +87,9 @@ class SubjectOut(Out):
 
 class SessionIn(Strict):
     subject_id: Identifier
-    amr: Annotated[list[Annotated[str, StringConstraints(max_length=16)]], Field(min_length=1,
-                                                                                 max_length=8)]
+    amr: Annotated[
+        list[Annotated[str, StringConstraints(max_length=16)]], Field(min_length=1, max_length=8)
+    ]
     ip: Annotated[str, StringConstraints(max_length=64)] | None = None
     user_agent: ShortText | None = None
     ttl_seconds: Annotated[int, Field(gt=0, le=30 * 86400)] | None = None

@@ -1,6 +1,6 @@
 """Strict YAML reading shared by the policy loader and the cases runner (private).
 
-YAML is parsed with ``yaml.safe_load`` only. Checks name the place of each problem in a
+YAML is parsed with the safe loader only (libyaml's when present). Checks name the place of each problem in a
 :class:`~stepguard.core.errors.PolicyError`: the source, the rule (if any) and a dotted field.
 """
 
@@ -12,8 +12,8 @@ import yaml
 
 from stepguard.core.errors import PolicyError
 
-# libyaml's composer when present (fast); nodes only, no Python objects either way.
-_ComposeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# libyaml's parser when present (fast); either way only the safe constructor builds objects.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class Where:
@@ -113,18 +113,10 @@ def string_list(where: Where, value: Any, field: str, *, no_spaces: bool) -> tup
     return tuple(dict.fromkeys(items))
 
 
-def _check_duplicate_keys(text: str, where: Where) -> None:
-    """``safe_load`` silently keeps the last of duplicate keys; find them on the node tree.
-
-    Composing builds nodes only (no Python objects), so this is as safe as ``safe_load``.
-    """
-    loader = _ComposeLoader(text)
-    try:
-        root = loader.get_single_node()
-    finally:
-        loader.dispose()
+def _check_duplicate_keys(root: yaml.Node, where: Where) -> None:
+    """``safe_load`` silently keeps the last of duplicate keys; find them on the node tree."""
     seen: set[int] = set()
-    stack: list[yaml.Node] = [root] if root is not None else []
+    stack: list[yaml.Node] = [root]
     while stack:
         node = stack.pop()
         if id(node) in seen:  # aliases share nodes
@@ -149,11 +141,19 @@ def _check_duplicate_keys(text: str, where: Where) -> None:
 
 def parse_yaml(text: str, where: Where, *, what: str) -> dict[Any, Any]:
     """The top-level mapping of ``text``; rejects YAML errors, duplicate keys, non-mappings."""
+    # One parse: compose the node tree (libyaml when present), check it, then build Python
+    # data from it with the safe constructor, exactly what ``yaml.safe_load`` would build.
+    loader = _SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
-        _check_duplicate_keys(text, where)
+        root = loader.get_single_node()
+        data = None
+        if root is not None:
+            _check_duplicate_keys(root, where)
+            data = loader.construct_document(root)
     except yaml.YAMLError as exc:
         where.fail(f"invalid YAML: {exc}", None)
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         where.fail(f"the {what} must be a YAML mapping at the top, not {describe(data)}", None)
     return data

@@ -205,7 +205,7 @@ def _expectation(where: Where, value: Any) -> Expectation:
     if outcome is not Outcome.STEP_UP:
         for field in _REQUIREMENT_FIELDS:
             if field in spec:
-                where.fail(f"only a step_up outcome has a {field}", f"expect.{field}")
+                where.fail(f"only a step_up outcome has {field}", f"expect.{field}")
     rule = string(where, spec["rule"], "expect.rule") if "rule" in spec else None
     acr = None
     if "acr" in spec:

@@ -21,8 +21,9 @@ Reading a missing key (``context.amount`` without an amount) is such an error un
 expression guards it with ``has(context.amount)``.
 
 Converting Python data into CEL values dominates the cost (about 2 to 3 µs per value), so the
-engine builds one :class:`cel.Context` per evaluation, lazily, holding only the roots that the
-candidate rules' conditions read; executing against a prepared context costs well under 1 µs.
+engine builds one :class:`cel.Context` per evaluation, lazily, holding only what the candidate
+rules' conditions can observe (:func:`read_fields`: ``risk.level`` converts one value, not the
+whole ``risk`` map); executing against a prepared context costs well under 1 µs.
 """
 
 from __future__ import annotations

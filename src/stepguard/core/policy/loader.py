@@ -37,7 +37,9 @@ Schema (version 1)::
 Globs in ``actions`` and ``resources`` use ``*`` (any characters, dots included) and ``?``
 (one character) only; everything else is literal. Booleans must be YAML booleans and
 integers YAML integers (``"300"`` and ``true`` are not ages). Unknown fields and duplicate
-mapping keys are errors. YAML is read with ``yaml.safe_load`` only.
+mapping keys are errors. YAML is read with ``yaml.safe_load`` only (duplicate keys, which it
+would silently collapse, are found by composing the same text into nodes with the safe
+loader's composer: no Python objects are built on that pass either).
 """
 
 from __future__ import annotations
