@@ -56,6 +56,28 @@ class FactorService:
                 raise NotFoundError("No such subject.")
             return await uow.factors.list_for_subject(subject_id)
 
+    async def _audit_refusal(
+        self,
+        subject_id: str,
+        session_id: str | None,
+        change: str,
+        error: StepUpRequiredError,
+        actor: str | None,
+    ) -> None:
+        """A refused factor change is a security decision too: record it durably."""
+        async with self._deps.store.transaction() as uow:
+            await uow.audit.append(
+                AuditEvent(
+                    type="factor.change_refused",
+                    at=self._deps.clock.now(),
+                    outcome="refused",
+                    subject_id=subject_id,
+                    session_id=session_id,
+                    actor=actor,
+                    details={"change": change, "reason": error.message},
+                )
+            )
+
     async def _gate(
         self,
         uow: UnitOfWork,
@@ -121,7 +143,7 @@ class FactorService:
             raise NotFoundError("No such subject.")
         return subject
 
-    async def enroll(
+    async def _enroll(
         self,
         subject_id: str,
         *,
@@ -206,7 +228,7 @@ class FactorService:
             )
         return enrollment
 
-    async def confirm(
+    async def _confirm(
         self,
         subject_id: str,
         factor_id: str,
@@ -252,7 +274,7 @@ class FactorService:
             raise VerificationFailedError()
         return updated
 
-    async def remove(
+    async def _remove(
         self, subject_id: str, factor_id: str, *, session_id: str | None, actor: str | None
     ) -> None:
         deps = self._deps
@@ -275,3 +297,54 @@ class FactorService:
                     details={"factor_id": factor_id, "factor_type": factor.type.value},
                 )
             )
+
+    async def enroll(
+        self,
+        subject_id: str,
+        *,
+        factor_type: FactorType,
+        label: str,
+        session_id: str | None,
+        totp: TotpSpec | None,
+        actor: str | None,
+    ) -> Enrollment:
+        """Enroll a factor (TOTP: pending until confirmed) or renew the recovery codes."""
+        try:
+            return await self._enroll(
+                subject_id,
+                factor_type=factor_type,
+                label=label,
+                session_id=session_id,
+                totp=totp,
+                actor=actor,
+            )
+        except StepUpRequiredError as error:
+            await self._audit_refusal(subject_id, session_id, "enroll", error, actor)
+            raise
+
+    async def confirm(
+        self,
+        subject_id: str,
+        factor_id: str,
+        *,
+        code: str,
+        session_id: str | None,
+        actor: str | None,
+    ) -> Factor:
+        """Activate a pending TOTP factor with its first valid code."""
+        try:
+            return await self._confirm(
+                subject_id, factor_id, code=code, session_id=session_id, actor=actor
+            )
+        except StepUpRequiredError as error:
+            await self._audit_refusal(subject_id, session_id, "confirm", error, actor)
+            raise
+
+    async def remove(
+        self, subject_id: str, factor_id: str, *, session_id: str | None, actor: str | None
+    ) -> None:
+        try:
+            await self._remove(subject_id, factor_id, session_id=session_id, actor=actor)
+        except StepUpRequiredError as error:
+            await self._audit_refusal(subject_id, session_id, "remove", error, actor)
+            raise

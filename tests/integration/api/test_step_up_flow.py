@@ -203,13 +203,65 @@ async def test_a_factor_that_cannot_reach_the_level_is_not_offered_nor_accepted(
     assert response.status_code == 400
 
 
-async def test_methods_restrict_the_accepted_factor(api: Harness) -> None:
+async def test_adding_a_second_factor_needs_a_fresh_step_up_and_refusals_are_audited(
+    api: Harness,
+) -> None:
     await api.put_subject("alice")
     await api.enroll_totp()
     response = await api.client.post("/v1/subjects/alice/factors", json={"type": "recovery_code"})
-    # TOTP is active, so recovery codes need a fresh step-up first.
     assert response.status_code == 403
     assert response.json()["error"] == "step_up_required"
+    refused = await api.audit(type="factor.change_refused")
+    assert [e["details"]["change"] for e in refused] == ["enroll"]
+
+
+async def test_a_password_only_session_cannot_manage_factors(api: Harness) -> None:
+    await api.put_subject("alice")
+    await api.enroll_totp()
+    session_id = await api.open_session()
+    response = await api.client.post(
+        "/v1/subjects/alice/factors", json={"type": "totp", "session_id": session_id}
+    )
+    assert response.status_code == 403
+
+
+async def test_methods_restrict_the_accepted_factor(api: Harness) -> None:
+    await api.put_subject("alice")
+    created = await api.client.post("/v1/subjects/alice/factors", json={"type": "recovery_code"})
+    recovery_id = created.json()["factor"]["id"]
+    codes = created.json()["recovery_codes"]
+    totp_id, secret = await api.enroll_totp_with_step_up(recovery_id, codes[0])
+    session_id = await api.open_session()
+    decision = await api.decide(session_id, "secure.totp")
+    assert decision["requirement"]["methods"] == ["totp"]
+    info = (await api.client.get(f"/v1/challenges/{decision['challenge']['id']}")).json()
+    assert [f["id"] for f in info["factors"]] == [totp_id]
+    refused = await api.verify(decision["challenge"]["id"], recovery_id, codes[1])
+    assert refused.status_code == 400
+    accepted = await api.verify(decision["challenge"]["id"], totp_id, api.code(secret))
+    assert accepted.status_code == 200
+    # The refused recovery code was never evaluated, so it is still usable elsewhere.
+    other = await api.decide(session_id, "account.email.change")
+    assert (await api.verify(other["challenge"]["id"], recovery_id, codes[1])).status_code == 200
+
+
+async def test_removing_a_factor_needs_a_step_up_and_is_audited(api: Harness) -> None:
+    await api.put_subject("alice")
+    factor_id, secret = await api.enroll_totp()
+    plain = await api.open_session()
+    refused = await api.client.delete(
+        f"/v1/subjects/alice/factors/{factor_id}", params={"session_id": plain}
+    )
+    assert refused.status_code == 403
+    session_id = await api.stepped_up_session(factor_id, api.code(secret))
+    removed = await api.client.delete(
+        f"/v1/subjects/alice/factors/{factor_id}", params={"session_id": session_id}
+    )
+    assert removed.status_code == 204
+    assert (await api.client.get("/v1/subjects/alice/factors")).json()["factors"] == []
+    assert [e["details"]["factor_id"] for e in await api.audit(type="factor.removed")] == [
+        factor_id
+    ]
 
 
 async def test_revoked_sessions_get_no_decisions(api: Harness) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import segno
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from stepguard import __version__
 from stepguard.adapters.observability import Metrics
@@ -119,14 +120,22 @@ def www_authenticate(requirement: Requirement, reasons: tuple[str, ...]) -> str:
     )
 
 
-async def _api_key(request: Request) -> ApiKey:
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="apiKey",
+    description="An API key created with `stepguard keys create`.",
+)
+
+
+async def _api_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> ApiKey:
     """The calling application, from ``Authorization: Bearer <api key>``."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if credentials is None or not credentials.credentials.strip():
         raise UnauthenticatedError()
     services: Services = request.app.state.services
-    return await services.api_keys.authenticate(token.strip())
+    return await services.api_keys.authenticate(credentials.credentials.strip())
 
 
 Caller = Annotated[ApiKey, Depends(_api_key)]
