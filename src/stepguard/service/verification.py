@@ -140,6 +140,11 @@ class VerificationService:
                         raise _RejectedError("unknown challenge", guess=False)
                     factor = await uow.factors.get_for_update(challenge.subject_id, factor_id)
                     factor_type = factor.type.value if factor else None
+                    if factor is not None:
+                        # Read the challenge again under the factor's lock: a concurrent
+                        # attempt may have satisfied it while this one waited, and losing
+                        # that race must not count as a guess (READ COMMITTED sees it now).
+                        challenge = await uow.challenges.get(challenge_id) or challenge
                     result = await self._attempt(uow, challenge, factor, code, now=now)
                 except _RejectedError as rejected:
                     # Leave the block normally: the failure counter commits with its audit.
