@@ -12,7 +12,6 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pyotp
 import pytest
-from fakes import FixedRng
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -34,6 +33,7 @@ from stepguard.core.factors.totp import (
 )
 from stepguard.core.model import TotpParameters
 from stepguard.core.secret import Secret
+from support.fakes import FixedRng
 
 VECTORS = Path(__file__).parent.parent / "vectors"
 RFC_SEED = b"12345678901234567890"

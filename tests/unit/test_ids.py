@@ -7,12 +7,12 @@ import hashlib
 import re
 
 import pytest
-from fakes import FixedRng
 from hypothesis import given
 from hypothesis import strategies as st
 
 from stepguard.core.ids import new_id, new_token, random_bytes, token_hash
 from stepguard.core.secret import Secret
+from support.fakes import FixedRng
 
 
 class ShortRng:

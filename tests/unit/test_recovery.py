@@ -6,7 +6,6 @@ import hashlib
 import re
 
 import pytest
-from fakes import FixedRng
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,6 +21,7 @@ from stepguard.core.factors.recovery import (
     recovery_code_hash,
     verify_recovery_code,
 )
+from support.fakes import FixedRng
 
 DISPLAY = re.compile(r"[0-9A-HJKMNP-TV-Z]{4}(-[0-9A-HJKMNP-TV-Z]{4}){3}", re.ASCII)
 CODE = "7Q2M-XK4P-9ZTV-H3RB"

@@ -1,7 +1,8 @@
 """Strict YAML reading shared by the policy loader and the cases runner (private).
 
-YAML is parsed with the safe loader only (libyaml's when present). Checks name the place of each problem in a
-:class:`~stepguard.core.errors.PolicyError`: the source, the rule (if any) and a dotted field.
+YAML is parsed with the safe loader only (libyaml's when present). Checks name the place of
+each problem in a :class:`~stepguard.core.errors.PolicyError`: the source, the rule (if any)
+and a dotted field.
 """
 
 from __future__ import annotations
