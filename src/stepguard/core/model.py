@@ -150,4 +150,3 @@ class RecordedAuditEvent:
     event: AuditEvent
     prev_hash: str
     hash: str
-

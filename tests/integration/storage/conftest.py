@@ -10,6 +10,7 @@ truncated before each test. No PostgreSQL: the tests skip, or fail with
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,18 +18,19 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import delete, insert
 
 from stepguard.adapters.crypto import SecretBox
 from stepguard.adapters.storage import SqlStore, migrate
-from stepguard.adapters.storage.tables import metadata
+from stepguard.adapters.storage.tables import audit_head, metadata
 from stepguard.core.audit import GENESIS_HASH
 from support.services import postgres_admin_url, unavailable
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
-]
+SQLITE = pytest.param("sqlite", id="sqlite")
+POSTGRES = pytest.param("postgres", id="postgres", marks=pytest.mark.postgres)
+BACKENDS = [SQLITE, POSTGRES]
+# For a test about one backend: @only_on(SQLITE) overrides the ``backend`` fixture's params.
+only_on = functools.partial(pytest.mark.parametrize, "backend")
 
 StoreFactory = Callable[..., SqlStore]
 
@@ -96,18 +98,21 @@ def db_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def box() -> SecretBox:
-    return SecretBox([SecretBox.generate_key()])
+def secret_key() -> str:
+    return SecretBox.generate_key()
+
+
+@pytest.fixture
+def box(secret_key: str) -> SecretBox:
+    return SecretBox([secret_key])
 
 
 async def _reset_postgres(store: SqlStore) -> None:
-    names = ", ".join(table.name for table in metadata.sorted_tables)
+    # DELETE, not TRUNCATE: on a handful of rows it is ten times faster.
     async with store.engine.begin() as conn:
-        await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        await conn.execute(
-            text("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, :genesis)"),
-            {"genesis": GENESIS_HASH},
-        )
+        for table in reversed(metadata.sorted_tables):
+            await conn.execute(delete(table))
+        await conn.execute(insert(audit_head).values(id=1, seq=0, hash=GENESIS_HASH))
 
 
 @pytest.fixture

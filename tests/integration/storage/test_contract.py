@@ -6,18 +6,24 @@ where it reads a raw column to prove a secret is encrypted at rest.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select, text
 
 from stepguard.adapters.crypto import SecretBox
-from stepguard.adapters.storage import ReadOnlyTransactionError, SqlStore
+from stepguard.adapters.storage import ReadOnlyTransactionError, SqlStore, verify_audit_chain
 from stepguard.adapters.storage import tables as t
 from stepguard.core.assurance import AssuranceLevel, Requirement
 from stepguard.core.errors import ConflictError, NotFoundError
-from stepguard.core.model import AuditEvent, ChallengeStatus, FactorStatus
+from stepguard.core.model import AuditEvent, ChallengeStatus, FactorStatus, Subject
+from stepguard.service.ports import Store, UnitOfWork
 
+from .conftest import POSTGRES, SQLITE, only_on
 from .factories import (
     NOW,
     SEED,
@@ -125,8 +131,9 @@ async def test_non_utc_datetimes_come_back_as_the_same_instant_in_utc(store: Sql
 async def test_naive_datetimes_are_refused(store: SqlStore) -> None:
     naive = datetime(2025, 1, 1)  # noqa: DTZ001 - the point of the test
     with pytest.raises(ValueError, match="naive"):
-        async with store.transaction() as uow:
-            await uow.subjects.upsert(subject(created_at=naive, updated_at=naive))
+        await _in_transaction(
+            store, lambda uow: uow.subjects.upsert(subject(created_at=naive, updated_at=naive))
+        )
 
 
 async def test_totp_factor_round_trips_with_its_secret(store: SqlStore) -> None:
@@ -162,8 +169,6 @@ async def test_factor_secret_is_encrypted_at_rest(store: SqlStore, box: SecretBo
             await conn.execute(select(t.factors.c.secret_enc).where(t.factors.c.id == factor.id))
         ).scalar_one()
     assert isinstance(stored, str)
-    import base64
-
     for encoding in (SEED, SEED.hex().encode(), base64.b32encode(SEED), base64.b64encode(SEED)):
         assert encoding not in stored.encode()
     assert box.decrypt(stored) == SEED
@@ -350,11 +355,7 @@ async def test_grant_is_consumed_exactly_once(store: SqlStore) -> None:
     assert again is None
     assert used is not None
     assert used.used_at == at
-    assert used == g.__class__(**{**_asdict(g), "used_at": at})
-
-
-def _asdict(value: object) -> dict[str, object]:
-    return {name: getattr(value, name) for name in value.__slots__}  # type: ignore[attr-defined]
+    assert used == dataclasses.replace(g, used_at=at)
 
 
 async def test_api_keys_round_trip_and_revoke_once(store: SqlStore) -> None:
@@ -421,48 +422,58 @@ async def test_deleting_a_subject_deletes_what_it_owns_but_not_its_audit(
 
 async def test_duplicate_keys_raise_conflict(store: SqlStore) -> None:
     world = await build_world(store)
-    cases = [
+    cases: list[Callable[[UnitOfWork], Awaitable[None]]] = [
         lambda uow: uow.sessions.add(world.session),
         lambda uow: uow.factors.add(world.totp),
         lambda uow: uow.challenges.add(world.challenge),
         lambda uow: uow.grants.add(world.grant),
         lambda uow: uow.factors.replace_recovery_codes(world.codes.id, ["x", "x"]),
     ]
-    for case in cases:
-        with pytest.raises(ConflictError):
-            async with store.transaction() as uow:
-                await case(uow)
     key = api_key()
     async with store.transaction() as uow:
         await uow.api_keys.add(key)
-    with pytest.raises(ConflictError):
-        async with store.transaction() as uow:
-            await uow.api_keys.add(key)
+    cases.append(lambda uow: uow.api_keys.add(key))
+    for case in cases:
+        with pytest.raises(ConflictError):
+            await _in_transaction(store, case)
+
+
+async def _in_transaction(store: Store, action: Callable[[UnitOfWork], Awaitable[None]]) -> None:
+    async with store.transaction() as uow:
+        await action(uow)
 
 
 async def test_rows_for_a_missing_owner_raise_not_found(store: SqlStore) -> None:
-    with pytest.raises(NotFoundError):
-        async with store.transaction() as uow:
-            await uow.sessions.add(session("no-such-subject"))
-    with pytest.raises(NotFoundError):
-        async with store.transaction() as uow:
-            await uow.factors.add(totp_factor("no-such-subject"))
-    with pytest.raises(NotFoundError):
-        async with store.transaction() as uow:
-            await uow.sessions.add_factor("no-such-session", primary())
+    cases: list[Callable[[UnitOfWork], Awaitable[None]]] = [
+        lambda uow: uow.sessions.add(session("no-such-subject")),
+        lambda uow: uow.factors.add(totp_factor("no-such-subject")),
+        lambda uow: uow.sessions.add_factor("no-such-session", primary()),
+    ]
+    for case in cases:
+        with pytest.raises(NotFoundError):
+            await _in_transaction(store, case)
 
 
-class _Boom(Exception):
+def test_sql_store_implements_the_store_port(store: SqlStore) -> None:
+    port: Store = store  # mypy checks the structure; this checks nothing breaks at runtime
+    assert callable(port.transaction)
+
+
+class BoomError(Exception):
     pass
+
+
+async def _write_then_fail(store: SqlStore, sub: Subject) -> None:
+    async with store.transaction() as uow:
+        await uow.subjects.upsert(sub)
+        await uow.audit.append(AuditEvent(type="x", at=NOW, outcome="ok"))
+        raise BoomError
 
 
 async def test_a_failed_block_rolls_everything_back(store: SqlStore) -> None:
     sub = subject()
-    with pytest.raises(_Boom):
-        async with store.transaction() as uow:
-            await uow.subjects.upsert(sub)
-            await uow.audit.append(AuditEvent(type="x", at=NOW, outcome="ok"))
-            raise _Boom
+    with pytest.raises(BoomError):
+        await _write_then_fail(store, sub)
     async with store.read() as uow:
         assert await uow.subjects.get(sub.id) is None
         assert await uow.audit.head() == (0, "0" * 64)
@@ -508,15 +519,59 @@ async def test_grant_row_survives_challenge_ids_that_do_not_exist(store: SqlStor
         assert await uow.grants.consume(orphan.token_hash, at=NOW, **_binding(orphan))
 
 
+@only_on([SQLITE])
 async def test_raw_sql_sees_utc_text_on_sqlite(store: SqlStore) -> None:
     """On SQLite, times are fixed-width UTC text, so text order is time order."""
-    if store.backend != "sqlite":
-        pytest.skip("SQLite storage format")
     sub = subject()
     async with store.transaction() as uow:
         await uow.subjects.upsert(sub)
     async with store.engine.connect() as conn:
         raw = (
-            await conn.execute(text("SELECT created_at FROM subjects WHERE id = :id"), {"id": sub.id})
+            await conn.execute(
+                text("SELECT created_at FROM subjects WHERE id = :id"), {"id": sub.id}
+            )
         ).scalar_one()
     assert raw == "2025-03-14T15:09:26.535897+00:00"
+
+
+@only_on([POSTGRES])
+async def test_postgres_stores_times_as_timestamptz(store: SqlStore) -> None:
+    sub = subject()
+    async with store.transaction() as uow:
+        await uow.subjects.upsert(sub)
+    async with store.engine.connect() as conn:
+        kind = (
+            await conn.execute(
+                text("SELECT pg_typeof(created_at)::text FROM subjects WHERE id = :id"),
+                {"id": sub.id},
+            )
+        ).scalar_one()
+    assert kind == "timestamp with time zone"
+
+
+async def test_an_in_memory_store_serializes_its_single_connection(box: SecretBox) -> None:
+    """``sqlite://`` is one shared connection: concurrent units of work take turns."""
+    store = SqlStore("sqlite://", box)
+    try:
+        await store.create_schema()
+        subjects = [subject() for _ in range(10)]
+
+        async def add(sub: Subject) -> None:
+            async with store.transaction() as uow:
+                await uow.subjects.upsert(sub)
+                await asyncio.sleep(0)  # let the others try to interleave
+                await uow.audit.append(AuditEvent(type="x", at=NOW, outcome="ok"))
+
+        async def read(sub: Subject) -> None:
+            await store.ping()
+            async with store.read() as uow:
+                await uow.subjects.get(sub.id)
+
+        await asyncio.gather(*(add(s) for s in subjects), *(read(s) for s in subjects))
+        async with store.read() as uow:
+            found = [await uow.subjects.get(s.id) for s in subjects]
+            assert await uow.audit.head() != (0, "0" * 64)
+        assert found == subjects
+        assert (await verify_audit_chain(store)).records == 10
+    finally:
+        await store.close()

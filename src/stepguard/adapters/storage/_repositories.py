@@ -13,15 +13,26 @@ from typing import Any, Final
 
 import orjson
 import rfc8785
-from sqlalchemy import Executable, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    Executable,
+    Integer,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import CursorResult, Row
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stepguard.adapters.crypto import SecretBox
-from stepguard.adapters.storage._engine import map_storage_error
+from stepguard.adapters.storage._engine import STORAGE_ERRORS, map_storage_error
 from stepguard.adapters.storage.tables import (
     AUDIT_HEAD_ID,
     api_keys,
@@ -59,6 +70,15 @@ from stepguard.core.model import (
     TotpParameters,
 )
 from stepguard.core.secret import Secret
+from stepguard.service.ports import (
+    ApiKeyRepository,
+    AuditLog,
+    ChallengeRepository,
+    FactorRepository,
+    GrantRepository,
+    SessionRepository,
+    SubjectRepository,
+)
 
 __all__ = ["ReadOnlyTransactionError", "SqlUnitOfWork", "canonical_audit_event"]
 
@@ -82,7 +102,7 @@ class _Connection:
     async def run(self, statement: Executable, params: Any = None) -> CursorResult[Any]:
         try:
             return await self.conn.execute(statement, params)
-        except (SQLAlchemyError, OSError) as exc:
+        except STORAGE_ERRORS as exc:
             mapped = map_storage_error(exc)
             if mapped is not None:
                 raise mapped from exc
@@ -691,7 +711,7 @@ _AUDIT_PAGE: Final = (
     select(audit_events)
     .where(_A.seq > bindparam("p_after"))
     .order_by(_A.seq)
-    .limit(bindparam("p_limit", literal_execute=True))
+    .limit(bindparam("p_limit", type_=Integer))
 )
 
 
@@ -819,7 +839,11 @@ class SqlAuditLog:
 
 
 class SqlUnitOfWork:
-    """The repositories of one transaction (what ``Store.transaction()`` yields)."""
+    """The repositories of one transaction (what ``Store.transaction()`` yields).
+
+    The attributes are typed as the ports (protocol attributes are invariant), so a
+    ``SqlStore`` is a ``Store``.
+    """
 
     __slots__ = (
         "_connection",
@@ -831,6 +855,14 @@ class SqlUnitOfWork:
         "sessions",
         "subjects",
     )
+
+    subjects: SubjectRepository
+    sessions: SessionRepository
+    factors: FactorRepository
+    challenges: ChallengeRepository
+    grants: GrantRepository
+    api_keys: ApiKeyRepository
+    audit: AuditLog
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)

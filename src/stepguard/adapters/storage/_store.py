@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from sqlalchemy import bindparam, insert, select, text, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Integer, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from stepguard.adapters.crypto import SecretBox
 from stepguard.adapters.storage._engine import (
     READ_ONLY_OPTION,
+    STORAGE_ERRORS,
     EngineOptions,
     create_engine,
     is_memory_sqlite,
@@ -25,9 +25,8 @@ from stepguard.adapters.storage._engine import (
 )
 from stepguard.adapters.storage._repositories import SqlUnitOfWork
 from stepguard.adapters.storage.tables import AUDIT_HEAD_ID, audit_head, factors, metadata
-from stepguard.core.audit import GENESIS_HASH, ChainReport, verify_chain
+from stepguard.core.audit import GENESIS_HASH, ChainReport, ChainVerifier
 from stepguard.core.errors import StorageUnavailableError
-from stepguard.core.model import RecordedAuditEvent
 from stepguard.service.ports import Store
 
 __all__ = ["SqlStore", "verify_audit_chain"]
@@ -36,7 +35,7 @@ _REENCRYPT_PAGE: Final = (
     select(factors.c.id, factors.c.secret_enc)
     .where(factors.c.secret_enc.is_not(None), factors.c.id > bindparam("p_after"))
     .order_by(factors.c.id)
-    .limit(bindparam("p_limit", literal_execute=True))
+    .limit(bindparam("p_limit", type_=Integer))
 )
 _REENCRYPT_ONE: Final = (
     update(factors)
@@ -68,22 +67,25 @@ class _Transaction:
             try:
                 async with asyncio.timeout(store._gate_timeout):
                     await self._gate.acquire()
-                self._holding = True
+                    self._holding = True
             except TimeoutError:
+                # The deadline can fire just after acquire() returned: never keep the lock then.
+                self._release()
                 raise StorageUnavailableError(
                     "timed out waiting for the SQLite write lock"
                 ) from None
         try:
             engine = store._engine if self._writable else store._read_engine
             conn = engine.connect()
+            await conn.start()  # checks a connection out; nothing to close if it fails
             try:
-                await conn.start()
                 tx = conn.begin()
                 await tx.start()
             except BaseException:
-                await conn.close()
+                with contextlib.suppress(*STORAGE_ERRORS):
+                    await conn.close()
                 raise
-        except (SQLAlchemyError, OSError) as exc:
+        except STORAGE_ERRORS as exc:
             self._release()
             raise _unavailable(exc) from exc
         except BaseException:
@@ -103,21 +105,19 @@ class _Transaction:
         assert conn is not None  # __aenter__ succeeded
         assert tx is not None
         try:
-            if exc_type is None:
+            if exc_type is None and self._writable:
                 try:
                     await tx.commit()
-                except (SQLAlchemyError, OSError) as error:
+                except STORAGE_ERRORS as error:
                     raise _unavailable(error) from error
-            else:
-                try:
-                    await tx.rollback()
-                except (SQLAlchemyError, OSError):
-                    # The caller's exception matters more; a broken connection is discarded.
-                    with contextlib.suppress(SQLAlchemyError, OSError):
-                        await conn.invalidate()
+            # Otherwise (a read, or a block that raised) closing rolls back: closing with the
+            # transaction still open is one ROLLBACK, where rollback() and then close() make
+            # the pool reset the connection with a second one.
         finally:
             try:
-                with contextlib.suppress(SQLAlchemyError, OSError):
+                # A failed rollback makes the pool reset or discard the connection itself; the
+                # caller's exception (or result) matters more than this one.
+                with contextlib.suppress(*STORAGE_ERRORS):
                     await conn.close()
             finally:
                 self._conn = self._tx = None
@@ -138,11 +138,13 @@ class SqlStore:
     first (:func:`stepguard.adapters.storage.migrate`). Constructing a store does no I/O.
 
     Locking: on SQLite every ``transaction()`` starts with ``BEGIN IMMEDIATE`` (the database
-    write lock, across processes; other writers wait up to ``sqlite_busy_timeout_ms``), and
-    within one process writers also queue on an ``asyncio.Lock`` first so they do not spin in
-    SQLite's busy handler (``sqlite_writer_lock=False`` turns that off). On PostgreSQL,
-    ``get_for_update`` and the audit head use ``SELECT ... FOR UPDATE``; every single-use
-    operation is a conditional ``UPDATE`` decided by its row count.
+    write lock, across processes), and within one process writers first queue on an
+    ``asyncio.Lock`` so they do not sleep in SQLite's busy handler (``sqlite_writer_lock=False``
+    turns that off). On PostgreSQL, ``get_for_update`` and the audit head use
+    ``SELECT ... FOR UPDATE``. Every single-use operation is a conditional ``UPDATE`` decided by
+    its row count. A transaction that waits more than ``lock_timeout_ms`` for a lock (SQLite
+    ``busy_timeout`` and the writer lock, PostgreSQL ``lock_timeout``) raises
+    ``StorageUnavailableError``: callers fail closed rather than hang.
     """
 
     def __init__(
@@ -155,7 +157,7 @@ class SqlStore:
         pool_timeout: float = 10.0,
         pool_pre_ping: bool = False,
         connect_timeout: float = 5.0,
-        sqlite_busy_timeout_ms: int = 10_000,
+        lock_timeout_ms: int = 10_000,
         sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL",
         sqlite_writer_lock: bool = True,
     ) -> None:
@@ -167,7 +169,7 @@ class SqlStore:
             pool_timeout=pool_timeout,
             pool_pre_ping=pool_pre_ping,
             connect_timeout=connect_timeout,
-            sqlite_busy_timeout_ms=sqlite_busy_timeout_ms,
+            lock_timeout_ms=lock_timeout_ms,
             sqlite_synchronous=sqlite_synchronous,
         )
         self._engine: AsyncEngine = create_engine(self._url, options)
@@ -187,7 +189,7 @@ class SqlStore:
             if self.backend == "sqlite" and sqlite_writer_lock and not memory
             else None
         )
-        self._gate_timeout = max(sqlite_busy_timeout_ms / 1000, pool_timeout)
+        self._gate_timeout = lock_timeout_ms / 1000
 
     def __repr__(self) -> str:
         # Never the URL: it may carry a password.
@@ -219,12 +221,13 @@ class SqlStore:
         return _Transaction(self, writable=False)
 
     async def ping(self) -> None:
-        """Raise ``StorageUnavailableError`` unless the database answers ``SELECT 1``."""
-        try:
-            async with self._engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
-        except (SQLAlchemyError, OSError) as exc:
-            raise _unavailable(exc) from exc
+        """Raise ``StorageUnavailableError`` unless the migrated database answers.
+
+        Reads the audit head (one row by primary key), so a database without the schema is
+        not ready either. A read unit of work: on SQLite a plain BEGIN, never the write lock.
+        """
+        async with self.read() as uow:
+            await uow.audit.head()
 
     async def close(self) -> None:
         """Close every pooled connection. The store must not be used afterwards."""
@@ -242,7 +245,7 @@ class SqlStore:
                 await conn.execute(
                     insert(audit_head).values(id=AUDIT_HEAD_ID, seq=0, hash=GENESIS_HASH)
                 )
-        except (SQLAlchemyError, OSError) as exc:
+        except STORAGE_ERRORS as exc:
             raise _unavailable(exc) from exc
 
     async def reencrypt_secrets(self, *, batch_size: int = 200) -> int:
@@ -252,6 +255,8 @@ class SqlStore:
         can be removed. Works in batches, each its own short transaction, so it does not hold
         SQLite's write lock for long; a secret changed concurrently is left alone (it was
         written with the current key anyway). Returns how many secrets were rewritten.
+        Raises ``SecretDecryptionError`` if a stored secret fits no configured key (batches
+        before it stay rewritten; fix the key list and run it again).
         """
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
@@ -278,42 +283,31 @@ class SqlStore:
                 return rewritten
 
 
-async def verify_audit_chain(store: Store, *, page_size: int = 1000) -> ChainReport:
-    """Check the whole audit hash chain with :func:`stepguard.core.audit.verify_chain`.
+async def verify_audit_chain(store: Store) -> ChainReport:
+    """Check the whole audit hash chain (``stepguard.core.audit``'s verifier).
 
-    Reads the head and every record in one read-only snapshot (so concurrent appends neither
-    break nor extend what is checked) and streams them: at most ``page_size`` records are in
-    memory at once. The hashing runs in a worker thread, fed page by page from the event loop.
+    Reads the head and every record in one read-only snapshot, so concurrent appends neither
+    break nor extend what is checked, and streams them: ``iterate()`` fetches pages of
+    ``AUDIT_PAGE_SIZE`` records, so memory stays bounded for any length of chain.
     """
-    loop = asyncio.get_running_loop()
     async with store.read() as uow:
         head_seq, head_hash = await uow.audit.head()
+        verifier = ChainVerifier()
         records = uow.audit.iterate()
-
-        async def next_page() -> list[RecordedAuditEvent]:
-            page: list[RecordedAuditEvent] = []
-            async for record in records:
-                page.append(record)
-                if len(page) >= page_size:
-                    break
-            return page
-
-        def pages() -> Iterator[RecordedAuditEvent]:
-            while True:
-                page = asyncio.run_coroutine_threadsafe(next_page(), loop).result()
-                if not page:
-                    return
-                yield from page
-
         try:
-            return await asyncio.to_thread(
-                verify_chain, pages(), head_seq=head_seq, head_hash=head_hash
-            )
+            async for record in records:
+                if not verifier.feed(record):
+                    break
         finally:
             await _aclose(records)
+    return verifier.finish(head_seq=head_seq, head_hash=head_hash)
 
 
 async def _aclose(iterator: AsyncIterator[Any]) -> None:
     aclose = getattr(iterator, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+if TYPE_CHECKING:  # SqlStore implements the port (checked by mypy, costs nothing at runtime)
+    _store_is_a_port: type[Store] = SqlStore

@@ -15,7 +15,8 @@ from alembic import context
 from alembic.autogenerate.api import AutogenContext
 from sqlalchemy.engine import Connection
 
-from stepguard.adapters.storage._engine import EngineOptions, create_engine
+from stepguard.adapters.storage._engine import create_engine
+from stepguard.adapters.storage._migrate import MIGRATION_ENGINE_OPTIONS
 from stepguard.adapters.storage._types import UtcDateTime
 from stepguard.adapters.storage.tables import metadata
 
@@ -45,7 +46,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_with_own_engine(url: str) -> None:
-    engine = create_engine(url, EngineOptions(null_pool=True, sqlite_foreign_keys=False))
+    engine = create_engine(url, MIGRATION_ENGINE_OPTIONS)
     try:
         async with engine.connect() as conn, conn.begin():
             await conn.run_sync(_run)
