@@ -1,8 +1,9 @@
-"""API keys for server-to-server callers: ``sgk_<id>.<secret>``, stored as a hash."""
+"""API keys for server-to-server callers: ``sgk_<secret>.<key id>``, stored as a hash."""
 
 from __future__ import annotations
 
 import hmac
+import re
 import time
 from dataclasses import dataclass
 
@@ -11,6 +12,9 @@ from stepguard.core.ids import new_id, new_token, token_hash
 from stepguard.core.model import ApiKey, AuditEvent
 from stepguard.core.secret import Secret
 from stepguard.service.deps import Deps
+
+# What ``new_id(rng, "key")`` makes: anything else is refused before any lookup.
+_KEY_ID = re.compile(r"key_[a-z2-7]{26}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,7 +75,7 @@ class ApiKeyService:
     async def authenticate(self, token: str) -> ApiKey:
         """The key a bearer token belongs to, or ``UnauthenticatedError``."""
         _, dot, key_id = token.rpartition(".")
-        if not dot or not key_id.startswith("key_") or len(token) > 256:
+        if not dot or len(token) > 256 or not _KEY_ID.fullmatch(key_id):
             raise UnauthenticatedError()
         presented = token_hash(token)
         cached = self._cache.get(key_id)

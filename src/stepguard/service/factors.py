@@ -13,6 +13,7 @@ from datetime import datetime
 from stepguard.core.assurance import AssuranceLevel, FactorType, Requirement, satisfies
 from stepguard.core.decision import strictest
 from stepguard.core.errors import (
+    ConflictError,
     InvalidRequestError,
     NotFoundError,
     PolicyEvaluationError,
@@ -248,7 +249,7 @@ class FactorService:
             if factor is None:
                 raise NotFoundError("No such factor.")
             if factor.status is not FactorStatus.PENDING:
-                raise InvalidRequestError("The factor is already confirmed.")
+                raise ConflictError("The factor is already confirmed.")
             try:
                 await attempt_locked_factor(uow, factor, code, now=now, deps=deps)
             except _RejectedError as rejected:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from stepguard.core.assurance import AuthMethod, SessionAssurance, primary_factors, summarize
@@ -11,7 +12,7 @@ from stepguard.core.model import AuditEvent, Session
 from stepguard.service.deps import Deps
 
 
-def parse_amr(values: list[str]) -> tuple[AuthMethod, ...]:
+def parse_amr(values: Sequence[str]) -> tuple[AuthMethod, ...]:
     methods: list[AuthMethod] = []
     for value in values:
         try:
@@ -31,7 +32,7 @@ class SessionService:
         self,
         *,
         subject_id: str,
-        amr: list[str],
+        amr: Sequence[str],
         ip: str | None,
         user_agent: str | None,
         ttl_seconds: int | None,

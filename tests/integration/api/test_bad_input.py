@@ -126,3 +126,12 @@ async def test_unknown_subjects_and_sessions_are_404s(api: Harness) -> None:
 async def test_audit_time_filters_need_a_timezone(api: Harness) -> None:
     response = await api.client.get("/v1/audit", params={"since": "2026-01-01T00:00:00"})
     assert response.status_code == 400
+
+
+def test_the_schema_lists_exactly_the_rfc8176_amr_values() -> None:
+    import typing
+
+    from stepguard.adapters.web.schemas import AmrValue
+    from stepguard.core.assurance import AuthMethod
+
+    assert set(typing.get_args(AmrValue)) == {method.value for method in AuthMethod}

@@ -200,7 +200,7 @@ async def test_a_factor_that_cannot_reach_the_level_is_not_offered_nor_accepted(
     info = (await api.client.get(f"/v1/challenges/{decision['challenge']['id']}")).json()
     assert info["factors"] == []
     response = await api.verify(decision["challenge"]["id"], factor_id, api.code(secret))
-    assert response.status_code == 400
+    assert response.status_code == 403
 
 
 async def test_adding_a_second_factor_needs_a_fresh_step_up_and_refusals_are_audited(
@@ -237,7 +237,7 @@ async def test_methods_restrict_the_accepted_factor(api: Harness) -> None:
     info = (await api.client.get(f"/v1/challenges/{decision['challenge']['id']}")).json()
     assert [f["id"] for f in info["factors"]] == [totp_id]
     refused = await api.verify(decision["challenge"]["id"], recovery_id, codes[1])
-    assert refused.status_code == 400
+    assert refused.status_code == 403
     accepted = await api.verify(decision["challenge"]["id"], totp_id, api.code(secret))
     assert accepted.status_code == 200
     # The refused recovery code was never evaluated, so it is still usable elsewhere.

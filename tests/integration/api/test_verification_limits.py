@@ -43,7 +43,7 @@ async def test_every_kind_of_failure_gets_the_same_status_and_body(api: Harness)
     responses.append(await api.verify(expired, factor_id, api.code(secret)))  # expired
 
     for response in responses:
-        assert response.status_code == 400
+        assert response.status_code == 403
         assert response.json() == FAILURE
 
     reasons = [e["details"]["reason"] for e in await api.audit(type="verification.failed")]
@@ -61,7 +61,7 @@ async def test_a_totp_code_is_single_use_across_challenges(api: Harness) -> None
     assert first.status_code == 200
     api.clock.advance(1)
     second = await api.verify(await new_challenge(api, session_id), factor_id, code)
-    assert second.status_code == 400
+    assert second.status_code == 403
 
 
 async def test_five_failures_lock_the_factor_even_for_the_right_code(api: Harness) -> None:
@@ -69,10 +69,10 @@ async def test_five_failures_lock_the_factor_even_for_the_right_code(api: Harnes
     for _ in range(5):
         challenge = await new_challenge(api, session_id)
         response = await api.verify(challenge, factor_id, wrong(api.code(secret)))
-        assert response.status_code == 400
+        assert response.status_code == 403
     challenge = await new_challenge(api, session_id)
     locked = await api.verify(challenge, factor_id, api.code(secret))
-    assert locked.status_code == 400
+    assert locked.status_code == 403
     assert locked.json() == FAILURE
 
     api.clock.advance(31)  # the first lock is 30 s
@@ -88,7 +88,7 @@ async def test_the_lock_grows_with_further_failures(api: Harness) -> None:
     api.clock.advance(31)
     await api.verify(challenge, factor_id, wrong(api.code(secret)))  # 6th: 60 s lock
     api.clock.advance(31)
-    assert (await api.verify(challenge, factor_id, api.code(secret))).status_code == 400
+    assert (await api.verify(challenge, factor_id, api.code(secret))).status_code == 403
     api.clock.advance(30)
     assert (await api.verify(challenge, factor_id, api.code(secret))).status_code == 200
 
@@ -101,7 +101,7 @@ async def test_attempts_are_counted_per_factor_across_sessions(api: Harness) -> 
         await api.verify(challenge, factor_id, wrong(api.code(secret)))
     session_id = await api.open_session()
     challenge = await new_challenge(api, session_id)
-    assert (await api.verify(challenge, factor_id, api.code(secret))).status_code == 400
+    assert (await api.verify(challenge, factor_id, api.code(secret))).status_code == 403
 
 
 async def test_locked_attempts_are_not_evaluated_so_guessing_stays_bounded(api: Harness) -> None:
@@ -141,7 +141,7 @@ async def test_recovery_codes_are_single_use(api: Harness) -> None:
     first = await api.verify(await new_challenge(api, session_id), factor_id, codes[0])
     assert first.status_code == 200
     again = await api.verify(await new_challenge(api, session_id), factor_id, codes[0])
-    assert again.status_code == 400
+    assert again.status_code == 403
     lower = await api.verify(await new_challenge(api, session_id), factor_id, codes[1].lower())
     assert lower.status_code == 200
 
@@ -163,7 +163,7 @@ async def test_regenerating_recovery_codes_invalidates_the_old_set(api: Harness)
     new_codes = renewed.json()["recovery_codes"]
     assert (
         await api.verify(await new_challenge(api, session_id), factor_id, old_codes[1])
-    ).status_code == 400
+    ).status_code == 403
     assert (
         await api.verify(await new_challenge(api, session_id), factor_id, new_codes[0])
     ).status_code == 200

@@ -156,7 +156,7 @@ def test_a_wrong_code_raises_verification_failed(sg: StepGuardClient) -> None:
     with pytest.raises(VerificationFailedError) as caught:
         sg.verify(decision.challenge.id, factor_id, wrong)
 
-    assert caught.value.status == 400
+    assert caught.value.status == 403
     assert caught.value.code == "verification_failed"
     failures = sg.audit_events(subject_id=subject_id, event_type="verification.failed").events
     assert [e.details["reason"] for e in failures] == ["totp: code does not match"]

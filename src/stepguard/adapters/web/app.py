@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import segno
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from stepguard import __version__
 from stepguard.adapters.observability import Metrics
 from stepguard.adapters.web.errors import install_error_handlers
-from stepguard.adapters.web.limits import BodySizeLimit
+from stepguard.adapters.web.limits import RequestGuard
 from stepguard.adapters.web.schemas import (
-    IDENTIFIER_PATTERN,
+    IDENTIFIER_REGEX,
     AuditEventOut,
     AuditPage,
     ChallengeOut,
@@ -33,12 +32,14 @@ from stepguard.adapters.web.schemas import (
     FactorList,
     FactorOut,
     Health,
+    QueryTime,
     RequirementOut,
     RiskOut,
     SessionIn,
     SessionOut,
     SubjectIn,
     SubjectOut,
+    TotpEnrollIn,
     VerificationIn,
     VerificationOut,
 )
@@ -50,8 +51,8 @@ from stepguard.core.assurance import (
     step_up_factor,
 )
 from stepguard.core.decision import Allow, StepUp
-from stepguard.core.errors import InvalidRequestError, NotFoundError, UnauthenticatedError
-from stepguard.core.factors.totp import TotpSpec
+from stepguard.core.errors import NotFoundError, PolicyEvaluationError, UnauthenticatedError
+from stepguard.core.factors import OtpAlgorithm, TotpSpec
 from stepguard.core.model import ApiKey, Factor, FactorStatus, Session, Subject
 from stepguard.core.policy.model import Outcome, PolicyInput
 from stepguard.sdk.rfc9470 import StepUpChallenge, format_www_authenticate
@@ -139,6 +140,8 @@ async def _api_key(
 
 
 Caller = Annotated[ApiKey, Depends(_api_key)]
+# Every id in a path: the same grammar as ids in bodies, so the schema says what is refused.
+PathId = Annotated[str, Path(pattern=IDENTIFIER_REGEX)]
 
 
 def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> FastAPI:
@@ -158,8 +161,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     # --- subjects -----------------------------------------------------------------------
 
     @v1.put("/subjects/{subject_id}", response_model=SubjectOut, tags=["subjects"])
-    async def put_subject(subject_id: str, body: SubjectIn, caller: Caller) -> SubjectOut:
-        _check_identifier(subject_id)
+    async def put_subject(subject_id: PathId, body: SubjectIn, caller: Caller) -> SubjectOut:
         subject = await services.subjects.put(
             subject_id,
             email=body.email,
@@ -170,11 +172,11 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         return _subject_out(subject)
 
     @v1.get("/subjects/{subject_id}", response_model=SubjectOut, tags=["subjects"])
-    async def get_subject(subject_id: str, caller: Caller) -> SubjectOut:
+    async def get_subject(subject_id: PathId, caller: Caller) -> SubjectOut:
         return _subject_out(await services.subjects.get(subject_id))
 
     @v1.delete("/subjects/{subject_id}", status_code=204, tags=["subjects"])
-    async def delete_subject(subject_id: str, caller: Caller) -> Response:
+    async def delete_subject(subject_id: PathId, caller: Caller) -> Response:
         await services.subjects.delete(subject_id, actor=caller.id)
         return Response(status_code=204)
 
@@ -193,11 +195,11 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         return _session_out(session, assurance)
 
     @v1.get("/sessions/{session_id}", response_model=SessionOut, tags=["sessions"])
-    async def get_session(session_id: str, caller: Caller) -> SessionOut:
+    async def get_session(session_id: PathId, caller: Caller) -> SessionOut:
         return _session_out(*await services.sessions.get(session_id))
 
     @v1.delete("/sessions/{session_id}", status_code=204, tags=["sessions"])
-    async def revoke_session(session_id: str, caller: Caller) -> Response:
+    async def revoke_session(session_id: PathId, caller: Caller) -> Response:
         await services.sessions.revoke(session_id, actor=caller.id)
         return Response(status_code=204)
 
@@ -247,7 +249,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     # --- challenges ---------------------------------------------------------------------
 
     @v1.get("/challenges/{challenge_id}", response_model=ChallengeOut, tags=["challenges"])
-    async def get_challenge(challenge_id: str, caller: Caller) -> ChallengeOut:
+    async def get_challenge(challenge_id: PathId, caller: Caller) -> ChallengeOut:
         deps = services.deps
         now = deps.clock.now()
         async with deps.store.read() as uow:
@@ -282,7 +284,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         response_model=VerificationOut,
         tags=["challenges"],
     )
-    async def verify(challenge_id: str, body: VerificationIn, caller: Caller) -> VerificationOut:
+    async def verify(challenge_id: PathId, body: VerificationIn, caller: Caller) -> VerificationOut:
         verified = await services.verification.verify(
             challenge_id, factor_id=body.factor_id, code=body.code, actor=caller.id
         )
@@ -296,7 +298,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     # --- factors ------------------------------------------------------------------------
 
     @v1.get("/subjects/{subject_id}/factors", response_model=FactorList, tags=["factors"])
-    async def list_factors(subject_id: str, caller: Caller) -> FactorList:
+    async def list_factors(subject_id: PathId, caller: Caller) -> FactorList:
         factors = await services.factors.list(subject_id)
         return FactorList(factors=[_factor_out(f) for f in factors])
 
@@ -306,17 +308,13 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         status_code=201,
         tags=["factors"],
     )
-    async def enroll(subject_id: str, body: EnrollIn, caller: Caller) -> EnrollOut:
+    async def enroll(subject_id: PathId, body: EnrollIn, caller: Caller) -> EnrollOut:
         factor_type = FactorType(body.type)
         totp: TotpSpec | None = None
-        if factor_type is FactorType.TOTP:
+        if isinstance(body, TotpEnrollIn):
             totp = TotpSpec(
-                algorithm=body.algorithm or "SHA1",  # type: ignore[arg-type]  # StrEnum value
-                digits=body.digits or 6,
-                period=body.period or 30,
+                algorithm=OtpAlgorithm(body.algorithm), digits=body.digits, period=body.period
             )
-        elif body.algorithm or body.digits or body.period:
-            raise InvalidRequestError("algorithm, digits and period apply to totp factors only")
         enrollment = await services.factors.enroll(
             subject_id,
             factor_type=factor_type,
@@ -343,7 +341,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         tags=["factors"],
     )
     async def confirm(
-        subject_id: str, factor_id: str, body: ConfirmIn, caller: Caller
+        subject_id: PathId, factor_id: PathId, body: ConfirmIn, caller: Caller
     ) -> ConfirmOut:
         factor = await services.factors.confirm(
             subject_id, factor_id, code=body.code, session_id=body.session_id, actor=caller.id
@@ -352,10 +350,10 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
 
     @v1.delete("/subjects/{subject_id}/factors/{factor_id}", status_code=204, tags=["factors"])
     async def remove_factor(
-        subject_id: str,
-        factor_id: str,
+        subject_id: PathId,
+        factor_id: PathId,
         caller: Caller,
-        session_id: Annotated[str | None, Query(max_length=128)] = None,
+        session_id: Annotated[str | None, Query(pattern=IDENTIFIER_REGEX)] = None,
     ) -> Response:
         await services.factors.remove(subject_id, factor_id, session_id=session_id, actor=caller.id)
         return Response(status_code=204)
@@ -364,18 +362,26 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
 
     @v1.post("/policy/evaluate", response_model=EvaluateOut, tags=["policy"])
     async def evaluate(body: EvaluateIn, caller: Caller) -> EvaluateOut:
-        rule = services.deps.policy.current.evaluate(
-            PolicyInput(
-                action=body.action,
-                resource=body.resource,
-                groups=frozenset(body.groups),
-                subject=body.subject,
-                session=body.session,
-                context=body.context,
-                request=body.request,
-                risk=body.risk,
+        try:
+            rule = services.deps.policy.current.evaluate(
+                PolicyInput(
+                    action=body.action,
+                    resource=body.resource,
+                    groups=frozenset(body.groups),
+                    subject=body.subject,
+                    session=body.session,
+                    context=body.context,
+                    request=body.request,
+                    risk=body.risk,
+                )
             )
-        )
+        except PolicyEvaluationError as error:
+            # What a real decision would do: fail closed, naming the rule.
+            return EvaluateOut(
+                decision="deny",
+                rule=error.rule,
+                reasons=[f"the policy could not be evaluated: {error.message}"],
+            )
         reasons = [rule.reason or f"rule {rule.id!r} matched"]
         if rule.outcome is Outcome.STEP_UP and rule.requirement is not None:
             return EvaluateOut(
@@ -393,16 +399,13 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     @v1.get("/audit", response_model=AuditPage, tags=["audit"])
     async def audit(
         caller: Caller,
-        subject_id: Annotated[str | None, Query(max_length=128)] = None,
+        subject_id: Annotated[str | None, Query(pattern=IDENTIFIER_REGEX)] = None,
         type: Annotated[str | None, Query(max_length=64)] = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        after_seq: Annotated[int, Query(ge=0)] = 0,
+        since: Annotated[QueryTime | None, Query()] = None,
+        until: Annotated[QueryTime | None, Query()] = None,
+        after_seq: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> AuditPage:
-        for moment in (since, until):
-            if moment is not None and moment.tzinfo is None:
-                raise InvalidRequestError("since and until need a timezone (e.g. Z)")
         records = await services.audit.query(
             subject_id=subject_id,
             type=type,
@@ -449,10 +452,5 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         body, content_type = metrics.render()
         return PlainTextResponse(body, media_type=content_type)
 
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
     return app
-
-
-def _check_identifier(value: str) -> None:
-    if not IDENTIFIER_PATTERN.fullmatch(value):
-        raise InvalidRequestError("identifiers are 1-128 characters: letters, digits, ._@:+-")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -11,7 +13,7 @@ from stepguard.core import errors
 
 STATUS_BY_CODE: dict[str, int] = {
     errors.InvalidRequestError.code: 400,
-    errors.VerificationFailedError.code: 400,
+    errors.VerificationFailedError.code: 403,
     errors.UnauthenticatedError.code: 401,
     errors.StepUpRequiredError.code: 403,
     errors.NotFoundError.code: 404,
@@ -34,9 +36,15 @@ _HTTP_CODES: dict[int, str] = {
 }
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(
+        {"error": code, "message": message}, status_code=status, headers=all_headers or None
+    )
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -60,7 +68,8 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         code = _HTTP_CODES.get(exc.status_code, "invalid_request")
         message = exc.detail or "The request failed."
-        return error_response(exc.status_code, code, message)
+        # Keep the framework's headers (a 405's Allow, RFC 9110 section 15.5.6).
+        return error_response(exc.status_code, code, message, exc.headers)
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         return error_response(500, "internal_error", "An internal error occurred.")

@@ -1,7 +1,9 @@
-"""A raw ASGI guard that refuses oversized bodies before anything parses them.
+"""A raw ASGI guard in front of the app: oversized bodies and NUL characters in the URL.
 
-API bodies are small, so the guard reads the whole body first (at most ``max_bytes``) and
-replays it to the app: no framework code ever sees a partial or oversized body.
+API bodies are small, so the guard reads the whole body first (at most ``max_body_bytes``)
+and replays it to the app: no framework code ever sees a partial or oversized body. A NUL in
+the path or query is refused because PostgreSQL cannot store it and SQLite can: every backend
+must accept exactly the same inputs.
 """
 
 from __future__ import annotations
@@ -12,16 +14,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 _TOO_LARGE = orjson.dumps(
     {"error": "payload_too_large", "message": "The request body is too large."}
 )
+_NUL_IN_URL = orjson.dumps(
+    {"error": "invalid_request", "message": "The URL must not contain NUL characters."}
+)
 
 
-class BodySizeLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+class RequestGuard:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.max_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        query: bytes = scope.get("query_string", b"")
+        if "\x00" in scope["path"] or b"\x00" in query or b"%00" in query:
+            await _refuse(send, 400, _NUL_IN_URL)
             return
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
@@ -30,7 +39,7 @@ class BodySizeLimit:
                 except ValueError:
                     declared = self.max_bytes + 1
                 if declared > self.max_bytes:
-                    await _refuse(send)
+                    await _refuse(send, 413, _TOO_LARGE)
                     return
         chunks: list[bytes] = []
         size = 0
@@ -41,7 +50,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await _refuse(send)
+                await _refuse(send, 413, _TOO_LARGE)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -59,16 +68,16 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
 
-async def _refuse(send: Send) -> None:
+async def _refuse(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
-                (b"content-length", str(len(_TOO_LARGE)).encode()),
+                (b"content-length", str(len(body)).encode()),
                 (b"connection", b"close"),
             ],
         }
     )
-    await send({"type": "http.response.body", "body": _TOO_LARGE})
+    await send({"type": "http.response.body", "body": body})

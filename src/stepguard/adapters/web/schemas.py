@@ -4,18 +4,57 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 IDENTIFIER_REGEX = r"^[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}$"
 IDENTIFIER_PATTERN = re.compile(IDENTIFIER_REGEX, re.ASCII)
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_REGEX)]
 ActionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$")]
-ShortText = Annotated[str, StringConstraints(max_length=512)]
-Code = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-Label = Annotated[str, StringConstraints(max_length=64)]
+# Stored text never holds NUL: PostgreSQL cannot store it and SQLite can, and every backend
+# must accept the same inputs. The pattern puts that in the published schema.
+NO_NUL = r"^[^\x00]*$"
+ShortText = Annotated[str, StringConstraints(pattern=NO_NUL, max_length=512)]
+Code = Annotated[str, StringConstraints(pattern=NO_NUL, min_length=1, max_length=64)]
+Label = Annotated[str, StringConstraints(pattern=NO_NUL, max_length=64)]
+Email = Annotated[str, StringConstraints(pattern=NO_NUL, max_length=254)]
+Phone = Annotated[str, StringConstraints(pattern=NO_NUL, max_length=32)]
+IpAddress = Annotated[str, StringConstraints(pattern=NO_NUL, max_length=64)]
+GrantToken = Annotated[str, StringConstraints(pattern=NO_NUL, max_length=256)]
+
+# RFC 8176 values, spelled out so the schema lists them (a test keeps them equal to AuthMethod).
+AmrValue = Literal[
+    "face",
+    "fpt",
+    "geo",
+    "hwk",
+    "iris",
+    "kba",
+    "mca",
+    "mfa",
+    "otp",
+    "pin",
+    "pop",
+    "pwd",
+    "rba",
+    "retina",
+    "sc",
+    "sms",
+    "swk",
+    "tel",
+    "user",
+    "vbm",
+    "wia",
+]
 
 
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -48,11 +87,34 @@ def _interoperable(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-JsonObject = Annotated[dict[str, Any], AfterValidator(_interoperable)]
+# A transaction's context, as bound into the grant's digest (RFC 8785 works on I-JSON).
+TransactionContext = Annotated[
+    dict[str, Any],
+    AfterValidator(_interoperable),
+    Field(
+        description="What the request is about (e.g. amount and payee). The grant is bound to "
+        "its RFC 8785 digest, so numbers must be finite and integers within +-(2**53 - 1)."
+    ),
+]
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's integer: a number with no fraction (``300`` or ``300.0``), never a
+    boolean or a string. (Pydantic's strict mode refuses ``300.0``; its lax mode takes
+    ``true`` and ``"300"``: neither matches the published schema.)"""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected an integer")
+    return value
+
+
+# Goes after the Field(...) constraints in an Annotated, or the schema loses their JSON names.
+JSON_INTEGER = BeforeValidator(_json_integer)
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    """Request bodies: unknown fields are errors; types as the JSON schema states them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Out(BaseModel):
@@ -68,8 +130,8 @@ class ErrorBody(Out):
 
 
 class SubjectIn(Strict):
-    email: Annotated[str, StringConstraints(max_length=254)] | None = None
-    phone: Annotated[str, StringConstraints(max_length=32)] | None = None
+    email: Email | None = None
+    phone: Phone | None = None
     groups: Annotated[list[Identifier], Field(max_length=64)] = []
 
 
@@ -87,12 +149,10 @@ class SubjectOut(Out):
 
 class SessionIn(Strict):
     subject_id: Identifier
-    amr: Annotated[
-        list[Annotated[str, StringConstraints(max_length=16)]], Field(min_length=1, max_length=8)
-    ]
-    ip: Annotated[str, StringConstraints(max_length=64)] | None = None
+    amr: Annotated[list[AmrValue], Field(min_length=1, max_length=8)]
+    ip: IpAddress | None = None
     user_agent: ShortText | None = None
-    ttl_seconds: Annotated[int, Field(gt=0, le=30 * 86400)] | None = None
+    ttl_seconds: Annotated[int, Field(gt=0, le=30 * 86400), JSON_INTEGER] | None = None
 
 
 class SessionOut(Out):
@@ -111,10 +171,10 @@ class DecisionIn(Strict):
     session_id: Identifier
     action: ActionName
     resource: ShortText | None = None
-    context: JsonObject = Field(default_factory=dict)
-    ip: Annotated[str, StringConstraints(max_length=64)] | None = None
+    context: TransactionContext = Field(default_factory=dict)
+    ip: IpAddress | None = None
     user_agent: ShortText | None = None
-    grant: Annotated[str, StringConstraints(max_length=256)] | None = None
+    grant: GrantToken | None = None
 
 
 class RequirementOut(Out):
@@ -193,13 +253,22 @@ class FactorList(Out):
     factors: list[FactorOut]
 
 
-class EnrollIn(Strict):
-    type: Literal["totp", "recovery_code"]
+class TotpEnrollIn(Strict):
+    type: Literal["totp"]
     label: Label = ""
     session_id: Identifier | None = None
-    algorithm: Literal["SHA1", "SHA256", "SHA512"] | None = None
-    digits: Annotated[int, Field(ge=6, le=8)] | None = None
-    period: Annotated[int, Field(ge=15, le=120)] | None = None
+    algorithm: Literal["SHA1", "SHA256", "SHA512"] = "SHA1"
+    digits: Annotated[int, Field(ge=6, le=8), JSON_INTEGER] = 6
+    period: Annotated[int, Field(ge=15, le=120), JSON_INTEGER] = 30
+
+
+class RecoveryCodesEnrollIn(Strict):
+    type: Literal["recovery_code"]
+    label: Label = ""
+    session_id: Identifier | None = None
+
+
+EnrollIn = Annotated[TotpEnrollIn | RecoveryCodesEnrollIn, Field(discriminator="type")]
 
 
 class EnrollOut(Out):
@@ -225,11 +294,11 @@ class EvaluateIn(Strict):
     action: ActionName
     resource: ShortText | None = None
     groups: Annotated[list[Identifier], Field(max_length=64)] = []
-    context: JsonObject = Field(default_factory=dict)
-    subject: JsonObject = Field(default_factory=dict)
-    session: JsonObject = Field(default_factory=dict)
-    request: JsonObject = Field(default_factory=dict)
-    risk: JsonObject = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    subject: dict[str, Any] = Field(default_factory=dict)
+    session: dict[str, Any] = Field(default_factory=dict)
+    request: dict[str, Any] = Field(default_factory=dict)
+    risk: dict[str, Any] = Field(default_factory=dict)
 
 
 class EvaluateOut(Out):
@@ -257,6 +326,30 @@ class AuditEventOut(Out):
 class AuditPage(Out):
     events: list[AuditEventOut]
     next_after_seq: int | None
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    """Only RFC 3339 date-times with an offset (pydantic alone also takes Unix times)."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(
+            "expected an RFC 3339 date-time with a time zone, e.g. 2026-01-31T12:00:00Z"
+        )
+    return value
+
+
+def _utc_in_range(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is outside the years 1 to 9999 in UTC") from None
+
+
+QueryTime = Annotated[datetime, BeforeValidator(_rfc3339), AfterValidator(_utc_in_range)]
 
 
 class Health(Out):
