@@ -1,0 +1,1 @@
+"""Helpers for ``bench/decision.py``: workload generation, the server and load generators."""
