@@ -27,10 +27,10 @@ from stepguard.core.model import AuditEvent, Factor, FactorStatus, Subject
 from stepguard.core.policy.model import Outcome
 from stepguard.core.risk import LOW_RISK
 from stepguard.core.secret import Secret
+from stepguard.service.attempts import RejectedAttemptError, attempt_locked_factor
 from stepguard.service.decisions import policy_input
 from stepguard.service.deps import Deps
 from stepguard.service.ports import UnitOfWork
-from stepguard.service.verification import _RejectedError, attempt_locked_factor
 
 MANAGE_ACTION = "stepguard.factors.manage"
 # A policy that asks "every time" for management gets this freshness instead: enrollment has
@@ -241,7 +241,7 @@ class FactorService:
         """Activate a pending TOTP factor with its first valid code."""
         deps = self._deps
         now = deps.clock.now()
-        failure: _RejectedError | None = None
+        failure: RejectedAttemptError | None = None
         async with deps.store.transaction() as uow:
             subject = await self._subject(uow, subject_id)
             await self._gate(uow, subject, session_id, proof_excludes=factor_id, now=now)
@@ -251,8 +251,8 @@ class FactorService:
             if factor.status is not FactorStatus.PENDING:
                 raise ConflictError("The factor is already confirmed.")
             try:
-                await attempt_locked_factor(uow, factor, code, now=now, deps=deps)
-            except _RejectedError as rejected:
+                await attempt_locked_factor(uow, factor, code, now=now, lockout=deps.config.lockout)
+            except RejectedAttemptError as rejected:
                 failure = rejected
             else:
                 await uow.factors.activate(factor_id, at=now)

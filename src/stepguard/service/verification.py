@@ -14,15 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from stepguard.core.assurance import (
-    FactorType,
     SessionAssurance,
     can_reach,
     step_up_factor,
     summarize,
 )
-from stepguard.core.errors import InvalidCodeError, VerificationFailedError
-from stepguard.core.factors.recovery import recovery_code_hash
-from stepguard.core.factors.totp import TotpSpec, verify_totp
+from stepguard.core.errors import VerificationFailedError
 from stepguard.core.ids import new_token, token_hash
 from stepguard.core.model import (
     AuditEvent,
@@ -33,6 +30,7 @@ from stepguard.core.model import (
     Grant,
     Session,
 )
+from stepguard.service.attempts import RejectedAttemptError, attempt_locked_factor
 from stepguard.service.deps import Deps
 from stepguard.service.ports import UnitOfWork
 
@@ -51,74 +49,8 @@ class VerifiedStepUp:
         return f"VerifiedStepUp(challenge={self.challenge.id!r}, grant=<redacted>)"
 
 
-class _RejectedError(Exception):
-    """An attempt that failed; ``guess`` says whether it counts against the guessing limit."""
-
-    def __init__(self, reason: str, *, guess: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.guess = guess
-
-
 class _LostRaceError(Exception):
     """Another attempt satisfied the challenge first; this one's writes must roll back."""
-
-
-async def check_code(
-    uow: UnitOfWork, factor: Factor, code: str, *, now: datetime, deps: Deps
-) -> None:
-    """Check a code against a locked factor and burn it (replay floor or used code).
-
-    Raises ``_RejectedError(guess=True)`` when the code is wrong, malformed or already used.
-    """
-    if factor.type is FactorType.TOTP:
-        if factor.secret is None or factor.totp is None:
-            raise _RejectedError("factor has no secret", guess=False)
-        try:
-            verified = verify_totp(
-                code=code,
-                secret=factor.secret,
-                spec=TotpSpec.from_parameters(factor.totp),
-                now=now,
-                last_accepted_step=factor.last_step,
-            )
-        except InvalidCodeError as error:
-            raise _RejectedError(f"totp: {error.message}", guess=True) from None
-        if not await uow.factors.advance_totp_step(factor.id, verified.step):
-            raise _RejectedError("totp: code already used", guess=True)
-    elif factor.type is FactorType.RECOVERY_CODE:
-        try:
-            code_hash = recovery_code_hash(code)
-        except InvalidCodeError:
-            raise _RejectedError("recovery code: malformed", guess=True) from None
-        if not await uow.factors.consume_recovery_code(factor.id, code_hash, at=now):
-            raise _RejectedError("recovery code: unknown or already used", guess=True)
-    else:  # pragma: no cover - every FactorType has a branch
-        raise _RejectedError(f"unsupported factor type {factor.type}", guess=False)
-
-
-async def attempt_locked_factor(
-    uow: UnitOfWork, factor: Factor, code: str, *, now: datetime, deps: Deps
-) -> None:
-    """The guessing limit around ``check_code``: locked factors are not even checked.
-
-    A wrong code updates the counter (and maybe the lock) in the caller's transaction.
-    """
-    lockout = deps.config.lockout
-    if lockout.is_locked(
-        failed_attempts=factor.failed_attempts, locked_until=factor.locked_until, now=now
-    ):
-        raise _RejectedError("factor locked after repeated failures", guess=False)
-    try:
-        await check_code(uow, factor, code, now=now, deps=deps)
-    except _RejectedError as rejected:
-        if rejected.guess:
-            state = lockout.after_failure(failed_attempts=factor.failed_attempts, now=now)
-            await uow.factors.record_failure(
-                factor.id, failed_attempts=state.failed_attempts, locked_until=state.locked_until
-            )
-        raise
-    await uow.factors.record_success(factor.id, at=now)
 
 
 class VerificationService:
@@ -131,13 +63,13 @@ class VerificationService:
         deps = self._deps
         now = deps.clock.now()
         factor_type: str | None = None
-        failure: _RejectedError | None = None
+        failure: RejectedAttemptError | None = None
         try:
             async with deps.store.transaction() as uow:
                 challenge = await uow.challenges.get(challenge_id)
                 try:
                     if challenge is None:
-                        raise _RejectedError("unknown challenge", guess=False)
+                        raise RejectedAttemptError("unknown challenge", guess=False)
                     factor = await uow.factors.get_for_update(challenge.subject_id, factor_id)
                     factor_type = factor.type.value if factor else None
                     if factor is not None:
@@ -146,7 +78,7 @@ class VerificationService:
                         # that race must not count as a guess (READ COMMITTED sees it now).
                         challenge = await uow.challenges.get(challenge_id) or challenge
                     result = await self._attempt(uow, challenge, factor, code, now=now)
-                except _RejectedError as rejected:
+                except RejectedAttemptError as rejected:
                     # Leave the block normally: the failure counter commits with its audit.
                     failure = rejected
                     await uow.audit.append(
@@ -159,7 +91,9 @@ class VerificationService:
                         _success_event(result, factor_id, factor_type, now, actor)
                     )
         except _LostRaceError:
-            failure = _RejectedError("challenge satisfied by a concurrent attempt", guess=False)
+            failure = RejectedAttemptError(
+                "challenge satisfied by a concurrent attempt", guess=False
+            )
             async with deps.store.transaction() as uow:
                 await uow.audit.append(
                     _failure_event(challenge_id, None, factor_id, failure.reason, now, actor)
@@ -181,17 +115,19 @@ class VerificationService:
     ) -> VerifiedStepUp:
         deps = self._deps
         if challenge.effective_status(now) is not ChallengeStatus.PENDING:
-            raise _RejectedError(f"challenge {challenge.effective_status(now).value}", guess=False)
+            raise RejectedAttemptError(
+                f"challenge {challenge.effective_status(now).value}", guess=False
+            )
         session = await uow.sessions.get(challenge.session_id)
         if session is None or not session.is_active(now):
-            raise _RejectedError("session no longer active", guess=False)
+            raise RejectedAttemptError("session no longer active", guess=False)
         if factor is None or factor.status is not FactorStatus.ACTIVE:
-            raise _RejectedError("unknown or inactive factor", guess=False)
+            raise RejectedAttemptError("unknown or inactive factor", guess=False)
         completed = step_up_factor(factor.type, factor_id=factor.id, at=now)
         if not can_reach(session.factors, completed, challenge.requirement):
-            raise _RejectedError("factor cannot satisfy the requirement", guess=False)
+            raise RejectedAttemptError("factor cannot satisfy the requirement", guess=False)
 
-        await attempt_locked_factor(uow, factor, code, now=now, deps=deps)
+        await attempt_locked_factor(uow, factor, code, now=now, lockout=deps.config.lockout)
 
         if not await uow.challenges.mark_satisfied(challenge.id, at=now, factor_id=factor.id):
             raise _LostRaceError()

@@ -1,0 +1,80 @@
+"""One code attempt against one factor, under the guessing limit.
+
+Shared by challenge verification and factor confirmation. The caller holds the factor's row
+lock (``FactorRepository.get_for_update``) and commits the outcome with its audit record.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from stepguard.core.assurance import FactorType
+from stepguard.core.errors import InvalidCodeError
+from stepguard.core.factors.recovery import recovery_code_hash
+from stepguard.core.factors.totp import TotpSpec, verify_totp
+from stepguard.core.lockout import LockoutPolicy
+from stepguard.core.model import Factor
+from stepguard.service.ports import UnitOfWork
+
+
+class RejectedAttemptError(Exception):
+    """An attempt that failed; ``guess`` says whether it counts against the guessing limit."""
+
+    def __init__(self, reason: str, *, guess: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.guess = guess
+
+
+async def check_code(uow: UnitOfWork, factor: Factor, code: str, *, now: datetime) -> None:
+    """Check a code against a locked factor and burn it (replay floor or used code).
+
+    Raises ``RejectedAttemptError(guess=True)`` when the code is wrong, malformed or already used.
+    """
+    if factor.type is FactorType.TOTP:
+        if factor.secret is None or factor.totp is None:
+            raise RejectedAttemptError("factor has no secret", guess=False)
+        try:
+            verified = verify_totp(
+                code=code,
+                secret=factor.secret,
+                spec=TotpSpec.from_parameters(factor.totp),
+                now=now,
+                last_accepted_step=factor.last_step,
+            )
+        except InvalidCodeError as error:
+            raise RejectedAttemptError(f"totp: {error.message}", guess=True) from None
+        if not await uow.factors.advance_totp_step(factor.id, verified.step):
+            raise RejectedAttemptError("totp: code already used", guess=True)
+    elif factor.type is FactorType.RECOVERY_CODE:
+        try:
+            code_hash = recovery_code_hash(code)
+        except InvalidCodeError:
+            raise RejectedAttemptError("recovery code: malformed", guess=True) from None
+        if not await uow.factors.consume_recovery_code(factor.id, code_hash, at=now):
+            raise RejectedAttemptError("recovery code: unknown or already used", guess=True)
+    else:  # pragma: no cover - every FactorType has a branch
+        raise RejectedAttemptError(f"unsupported factor type {factor.type}", guess=False)
+
+
+async def attempt_locked_factor(
+    uow: UnitOfWork, factor: Factor, code: str, *, now: datetime, lockout: LockoutPolicy
+) -> None:
+    """The guessing limit around ``check_code``: locked factors are not even checked.
+
+    A wrong code updates the counter (and maybe the lock) in the caller's transaction.
+    """
+    if lockout.is_locked(
+        failed_attempts=factor.failed_attempts, locked_until=factor.locked_until, now=now
+    ):
+        raise RejectedAttemptError("factor locked after repeated failures", guess=False)
+    try:
+        await check_code(uow, factor, code, now=now)
+    except RejectedAttemptError as rejected:
+        if rejected.guess:
+            state = lockout.after_failure(failed_attempts=factor.failed_attempts, now=now)
+            await uow.factors.record_failure(
+                factor.id, failed_attempts=state.failed_attempts, locked_until=state.locked_until
+            )
+        raise
+    await uow.factors.record_success(factor.id, at=now)
