@@ -13,7 +13,7 @@ and the real store, one call at a time: SQL statements, thread hops and CPU per 
 
 Run from the repository root::
 
-    .venv/bin/python bench/decision.py            # the full run (about 15 minutes)
+    .venv/bin/python bench/decision.py            # the full run (15 to 20 minutes)
     .venv/bin/python bench/decision.py --quick    # a smoke run (about a minute)
 
 A table goes to stdout and every figure to ``bench/results/decision-<UTC time>.json``.

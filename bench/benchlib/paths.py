@@ -4,9 +4,10 @@ The service layer is driven in-process (``build_runtime``, the real store, the r
 one call at a time, so the figures do not depend on how busy a shared machine is as much as
 requests per second do. Counted per call:
 
-- ``statements``: every statement SQLAlchemy sends, ``BEGIN`` included;
-- ``commits`` and ``rollbacks`` (a read transaction ends in a commit; the pool's
-  reset-on-return adds a rollback when a connection is checked in);
+- ``statements``: every statement SQLAlchemy sends through a cursor (a ``BEGIN`` that the
+  store emits itself is one; transaction control that the driver issues, like asyncpg's
+  ``BEGIN``, is not);
+- ``commits`` and ``rollbacks``: how transactions end (including the pool's reset on return);
 - ``thread_hops`` (SQLite only): calls that aiosqlite hands to its connection thread and
   whose result comes back through the event loop;
 - ``cpu_us`` and ``wall_us``: the mean process CPU and elapsed time per call.

@@ -209,7 +209,9 @@ class PolicyEngine:
                     self._exact.setdefault(pattern, []).append(position)
         self._globs.seal()
         self._memo: dict[str, _Candidates] = {}
-        self._memo_limit = memo_limit
+        # Room for every action the policy names literally, and as many others (globs): a
+        # large policy must not evict its own actions on every call.
+        self._memo_limit = max(memo_limit, 2 * len(self._exact))
 
     @property
     def source(self) -> str:
