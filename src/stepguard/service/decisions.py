@@ -122,10 +122,10 @@ class DecisionService:
         deps = self._deps
         now = deps.clock.now()
         async with deps.store.read() as uow:
-            session = await uow.sessions.get(request.session_id)
-            subject = await uow.subjects.get(session.subject_id) if session else None
-        if session is None or subject is None or not session.is_active(now):
+            found = await uow.sessions.get_with_subject(request.session_id)
+        if found is None or not found[0].is_active(now):
             raise SessionInvalidError()
+        session, subject = found
 
         risk = await self._assess(subject, session, request, now)
         inp = policy_input(

@@ -51,6 +51,10 @@ class SessionRepository(Protocol):
         """The session with all its completed factors, oldest first."""
         ...
 
+    async def get_with_subject(self, session_id: str) -> tuple[Session, Subject] | None:
+        """The session (as ``get``) and its subject, in one round trip (the decision path)."""
+        ...
+
     async def add(self, session: Session) -> None:
         """Store a new session with its (primary) factors."""
         ...

@@ -95,6 +95,28 @@ async def test_session_round_trips_with_factors_in_order(store: SqlStore) -> Non
         _assert_utc(value)
 
 
+async def test_a_session_and_its_subject_load_together(store: SqlStore) -> None:
+    sub = subject(groups=("staff", "admins"))
+    ses = session(sub.id, factors=(primary(NOW), step_up("fac_1", NOW + timedelta(seconds=1))))
+    bare = session(sub.id, factors=())
+    async with store.transaction() as uow:
+        await uow.subjects.upsert(sub)
+        await uow.sessions.add(ses)
+        await uow.sessions.add(bare)
+    async with store.read() as uow:
+        found = await uow.sessions.get_with_subject(ses.id)
+        found_bare = await uow.sessions.get_with_subject(bare.id)
+        alone = await uow.sessions.get(ses.id)
+        subject_alone = await uow.subjects.get(sub.id)
+        assert await uow.sessions.get_with_subject("nope") is None
+    assert found is not None
+    assert found == (alone, subject_alone)
+    assert found[1] == sub
+    assert found_bare is not None
+    assert found_bare[0].factors == ()
+    assert found_bare[1] == sub
+
+
 async def test_session_without_factors_and_revocation_wins_once(store: SqlStore) -> None:
     sub = subject()
     ses = session(sub.id, factors=(), ip=None, user_agent=None)

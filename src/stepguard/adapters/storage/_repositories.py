@@ -219,6 +219,24 @@ _GET_SESSION: Final = (
     .where(sessions.c.id == bindparam("p_id"))
     .order_by(_SF.id)
 )
+# The decision hot path: the session, its factors and its subject in one round trip.
+_GET_SESSION_WITH_SUBJECT: Final = (
+    select(
+        *_GET_SESSION.selected_columns,
+        subjects.c.email.label("subject_email"),
+        subjects.c.phone.label("subject_phone"),
+        subjects.c.groups.label("subject_groups"),
+        subjects.c.created_at.label("subject_created_at"),
+        subjects.c.updated_at.label("subject_updated_at"),
+    )
+    .select_from(
+        sessions.join(subjects, subjects.c.id == sessions.c.subject_id).outerjoin(
+            session_factors, _SF.session_id == sessions.c.id
+        )
+    )
+    .where(sessions.c.id == bindparam("p_id"))
+    .order_by(_SF.id)
+)
 _INSERT_SESSION: Final = insert(sessions)
 _INSERT_SESSION_FACTOR: Final = insert(session_factors)
 _REVOKE_SESSION: Final = (
@@ -243,6 +261,36 @@ def _session_factor_row(session_id: str, factor: CompletedFactor) -> dict[str, A
     }
 
 
+def _session_from_rows(rows: Sequence[Any]) -> Session:
+    """A session from rows whose first 16 columns are _GET_SESSION's, in order."""
+    first = rows[0]
+    completed = tuple(
+        CompletedFactor(
+            method=row[7],
+            amr=tuple(AuthMethod(value) for value in row[8]),
+            kind=FactorKind(row[9]),
+            completed_at=row[10],
+            primary=row[11],
+            factor_id=row[12],
+            phishing_resistant=row[13],
+            hardware_bound=row[14],
+            multi_factor=row[15],
+        )
+        for row in rows
+        if row[7] is not None
+    )
+    return Session(
+        id=first[0],
+        subject_id=first[1],
+        created_at=first[2],
+        expires_at=first[3],
+        revoked_at=first[4],
+        ip=first[5],
+        user_agent=first[6],
+        factors=completed,
+    )
+
+
 class SqlSessionRepository:
     __slots__ = ("_c",)
 
@@ -250,36 +298,25 @@ class SqlSessionRepository:
         self._c = connection
 
     async def get(self, session_id: str) -> Session | None:
-        # Positional access: the 16 columns of _GET_SESSION, in order.
         rows: Sequence[Any] = (await self._c.run(_GET_SESSION, {"p_id": session_id})).all()
+        return _session_from_rows(rows) if rows else None
+
+    async def get_with_subject(self, session_id: str) -> tuple[Session, Subject] | None:
+        rows: Sequence[Any] = (
+            await self._c.run(_GET_SESSION_WITH_SUBJECT, {"p_id": session_id})
+        ).all()
         if not rows:
             return None
         first = rows[0]
-        completed = tuple(
-            CompletedFactor(
-                method=row[7],
-                amr=tuple(AuthMethod(value) for value in row[8]),
-                kind=FactorKind(row[9]),
-                completed_at=row[10],
-                primary=row[11],
-                factor_id=row[12],
-                phishing_resistant=row[13],
-                hardware_bound=row[14],
-                multi_factor=row[15],
-            )
-            for row in rows
-            if row[7] is not None
+        subject = Subject(
+            id=first[1],
+            email=first[16],
+            phone=first[17],
+            groups=tuple(first[18]),
+            created_at=first[19],
+            updated_at=first[20],
         )
-        return Session(
-            id=first[0],
-            subject_id=first[1],
-            created_at=first[2],
-            expires_at=first[3],
-            revoked_at=first[4],
-            ip=first[5],
-            user_agent=first[6],
-            factors=completed,
-        )
+        return _session_from_rows(rows), subject
 
     async def add(self, session: Session) -> None:
         await self._c.write(
