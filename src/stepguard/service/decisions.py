@@ -121,7 +121,7 @@ class DecisionService:
     async def _decide(self, request: DecisionRequest, *, actor: str | None) -> DecisionResult:
         deps = self._deps
         now = deps.clock.now()
-        async with deps.store.read() as uow:
+        async with deps.store.lookup() as uow:  # one statement: no transaction needed
             found = await uow.sessions.get_with_subject(request.session_id)
         if found is None or not found[0].is_active(now):
             raise SessionInvalidError()

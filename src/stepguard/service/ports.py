@@ -188,6 +188,11 @@ class Store(Protocol):
         """A read-only view; writing through it is a programming error."""
         ...
 
+    def lookup(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """A read-only view without a transaction: each statement sees the latest committed
+        state on its own. For hot paths that read with one statement."""
+        ...
+
     async def ping(self) -> None:
         """Raise if the store cannot answer a trivial query."""
         ...

@@ -597,3 +597,20 @@ async def test_an_in_memory_store_serializes_its_single_connection(box: SecretBo
         assert (await verify_audit_chain(store)).records == 10
     finally:
         await store.close()
+
+
+async def test_a_lookup_reads_committed_state_and_refuses_writes(store: SqlStore) -> None:
+    sub = subject()
+    ses = session(sub.id, factors=(primary(NOW),))
+    async with store.transaction() as uow:
+        await uow.subjects.upsert(sub)
+        await uow.sessions.add(ses)
+    async with store.lookup() as uow:
+        found = await uow.sessions.get_with_subject(ses.id)
+    assert found is not None
+    assert found[0].id == ses.id
+    with pytest.raises(ReadOnlyTransactionError):
+        async with store.lookup() as uow:
+            await uow.subjects.upsert(subject())
+    async with store.read() as uow:
+        assert await uow.subjects.get(sub.id) == sub

@@ -42,6 +42,7 @@ from stepguard.core.errors import (
 )
 
 __all__ = [
+    "AUTOCOMMIT_OPTION",
     "READ_ONLY_OPTION",
     "STORAGE_ERRORS",
     "EngineOptions",
@@ -58,6 +59,8 @@ _REPLACEABLE_DRIVERS: Final = {"", "psycopg2", "psycopg", "pg8000", "pysqlite"}
 
 # An execution option on the read-only engine; the SQLite ``begin`` hook reads it.
 READ_ONLY_OPTION: Final = "stepguard_read_only"
+# Reads of a single statement (``SqlStore.lookup``): no BEGIN, no snapshot across statements.
+AUTOCOMMIT_OPTION: Final = "stepguard_autocommit"
 
 # These errors mean "the database could not do it", never "the caller sent something wrong":
 # connection refused or dropped, pool exhausted, disk I/O, a lock not granted within
@@ -237,9 +240,10 @@ def _install_sqlite_hooks(engine: AsyncEngine, options: EngineOptions) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        statement = (
-            "BEGIN" if connection.get_execution_options().get(READ_ONLY_OPTION) else _BEGIN_WRITE
-        )
+        options = connection.get_execution_options()
+        if options.get(AUTOCOMMIT_OPTION):
+            return  # one statement, its own implicit transaction: no BEGIN hand-off at all
+        statement = "BEGIN" if options.get(READ_ONLY_OPTION) else _BEGIN_WRITE
         # The recipe emits this with exec_driver_sql; through aiosqlite that costs three thread
         # hand-offs (cursor, execute, close), this costs one. Errors raised here are the
         # driver's own (sqlite3.Error), which map_storage_error maps too.

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from stepguard.adapters.crypto import SecretBox
 from stepguard.adapters.storage._engine import (
+    AUTOCOMMIT_OPTION,
     READ_ONLY_OPTION,
     STORAGE_ERRORS,
     EngineOptions,
@@ -51,11 +52,12 @@ def _unavailable(exc: BaseException) -> BaseException:
 class _Transaction:
     """One unit of work on its own pooled connection: commit on success, roll back on error."""
 
-    __slots__ = ("_conn", "_gate", "_holding", "_store", "_tx", "_writable")
+    __slots__ = ("_conn", "_gate", "_holding", "_lookup", "_store", "_tx", "_writable")
 
-    def __init__(self, store: SqlStore, *, writable: bool) -> None:
+    def __init__(self, store: SqlStore, *, writable: bool, lookup: bool = False) -> None:
         self._store = store
         self._writable = writable
+        self._lookup = lookup
         self._gate: asyncio.Lock | None = store._gate(writable=writable)
         self._holding = False
         self._conn: AsyncConnection | None = None
@@ -75,7 +77,13 @@ class _Transaction:
                     "timed out waiting for the SQLite write lock"
                 ) from None
         try:
-            engine = store._engine if self._writable else store._read_engine
+            engine = (
+                store._engine
+                if self._writable
+                else store._lookup_engine
+                if self._lookup
+                else store._read_engine
+            )
             conn = engine.connect()
             await conn.start()  # checks a connection out; nothing to close if it fails
             try:
@@ -181,6 +189,10 @@ class SqlStore:
             # One snapshot for the whole read (SQLite's deferred BEGIN gives the same in WAL).
             read_options.update(isolation_level="REPEATABLE READ", postgresql_readonly=True)
         self._read_engine: AsyncEngine = self._engine.execution_options(**read_options)
+        lookup_options: dict[str, Any] = {READ_ONLY_OPTION: True, AUTOCOMMIT_OPTION: True}
+        if self.backend == "postgresql":
+            lookup_options.update(isolation_level="AUTOCOMMIT", postgresql_readonly=True)
+        self._lookup_engine: AsyncEngine = self._engine.execution_options(**lookup_options)
         memory = self.backend == "sqlite" and is_memory_sqlite(self._url)
         # An in-memory database is one shared connection: every transaction takes turns.
         self._all_lock = asyncio.Lock() if memory else None
@@ -219,6 +231,13 @@ class SqlStore:
         ``ReadOnlyTransactionError``.
         """
         return _Transaction(self, writable=False)
+
+    def lookup(self) -> contextlib.AbstractAsyncContextManager[SqlUnitOfWork]:
+        """A read-only unit of work without a transaction: each statement sees the latest
+        committed state on its own. For hot paths that read with a single statement (it saves
+        the BEGIN and ROLLBACK round trips); use ``read()`` for several related reads.
+        """
+        return _Transaction(self, writable=False, lookup=True)
 
     async def ping(self) -> None:
         """Raise ``StorageUnavailableError`` unless the migrated database answers.
