@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from stepguard.core.assurance import (
     AssuranceLevel,
     AuthMethod,
@@ -154,3 +156,10 @@ def test_strictest_takes_the_higher_level_shorter_age_and_any_binding() -> None:
     assert combined == Requirement(
         acr=AssuranceLevel.PHR, max_age=60, methods=frozenset({"totp"}), bind=True
     )
+
+
+def test_strictest_refuses_disjoint_methods_instead_of_dropping_one() -> None:
+    totp_only = Requirement(acr=AssuranceLevel.AAL2, methods=frozenset({"totp"}))
+    recovery_only = Requirement(acr=AssuranceLevel.AAL2, methods=frozenset({"recovery_code"}))
+    with pytest.raises(ValueError, match="no factor type"):
+        strictest(totp_only, recovery_only)

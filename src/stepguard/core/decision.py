@@ -45,12 +45,15 @@ Decision = Allow | StepUp | Deny
 def strictest(a: Requirement, b: Requirement) -> Requirement:
     """A requirement that meets both: the higher level, the shorter age, both bindings.
 
-    Allowed methods intersect; when the intersection is empty the first one's methods win,
-    since an empty set would mean "any".
+    Allowed methods intersect. Two disjoint method sets have no factor in common, and an
+    empty set would mean "any": that raises ``ValueError`` (callers fail closed) rather than
+    quietly dropping one side's restriction.
     """
     ages = [age for age in (a.max_age, b.max_age) if age is not None]
     if a.methods and b.methods:
-        methods = (a.methods & b.methods) or a.methods
+        methods = a.methods & b.methods
+        if not methods:
+            raise ValueError("no factor type satisfies both requirements")
     else:
         methods = a.methods or b.methods
     return Requirement(

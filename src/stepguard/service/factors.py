@@ -7,6 +7,8 @@ Once a subject has an active factor, every change needs a session that passed a 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -57,27 +59,28 @@ class FactorService:
                 raise NotFoundError("No such subject.")
             return await uow.factors.list_for_subject(subject_id)
 
-    async def _audit_refusal(
-        self,
-        subject_id: str,
-        session_id: str | None,
-        change: str,
-        error: StepUpRequiredError,
-        actor: str | None,
-    ) -> None:
-        """A refused factor change is a security decision too: record it durably."""
-        async with self._deps.store.transaction() as uow:
-            await uow.audit.append(
-                AuditEvent(
-                    type="factor.change_refused",
-                    at=self._deps.clock.now(),
-                    outcome="refused",
-                    subject_id=subject_id,
-                    session_id=session_id,
-                    actor=actor,
-                    details={"change": change, "reason": error.message},
+    @asynccontextmanager
+    async def _refusal_audited(
+        self, change: str, subject_id: str, session_id: str | None, actor: str | None
+    ) -> AsyncIterator[None]:
+        """A refused factor change is a security decision too: record it durably, after the
+        refused change's own transaction has rolled back."""
+        try:
+            yield
+        except StepUpRequiredError as error:
+            async with self._deps.store.transaction() as uow:
+                await uow.audit.append(
+                    AuditEvent(
+                        type="factor.change_refused",
+                        at=self._deps.clock.now(),
+                        outcome="refused",
+                        subject_id=subject_id,
+                        session_id=session_id,
+                        actor=actor,
+                        details={"change": change, "reason": error.message},
+                    )
                 )
-            )
+            raise
 
     async def _gate(
         self,
@@ -144,7 +147,7 @@ class FactorService:
             raise NotFoundError("No such subject.")
         return subject
 
-    async def _enroll(
+    async def enroll(
         self,
         subject_id: str,
         *,
@@ -156,7 +159,10 @@ class FactorService:
     ) -> Enrollment:
         deps = self._deps
         now = deps.clock.now()
-        async with deps.store.transaction() as uow:
+        async with (
+            self._refusal_audited("enroll", subject_id, session_id, actor),
+            deps.store.transaction() as uow,
+        ):
             subject = await self._subject(uow, subject_id)
             existing = await uow.factors.list_for_subject(subject_id)
             if factor_type is FactorType.TOTP:
@@ -229,7 +235,7 @@ class FactorService:
             )
         return enrollment
 
-    async def _confirm(
+    async def confirm(
         self,
         subject_id: str,
         factor_id: str,
@@ -242,7 +248,10 @@ class FactorService:
         deps = self._deps
         now = deps.clock.now()
         failure: RejectedAttemptError | None = None
-        async with deps.store.transaction() as uow:
+        async with (
+            self._refusal_audited("confirm", subject_id, session_id, actor),
+            deps.store.transaction() as uow,
+        ):
             subject = await self._subject(uow, subject_id)
             await self._gate(uow, subject, session_id, proof_excludes=factor_id, now=now)
             factor = await uow.factors.get_for_update(subject_id, factor_id)
@@ -275,12 +284,15 @@ class FactorService:
             raise VerificationFailedError()
         return updated
 
-    async def _remove(
+    async def remove(
         self, subject_id: str, factor_id: str, *, session_id: str | None, actor: str | None
     ) -> None:
         deps = self._deps
         now = deps.clock.now()
-        async with deps.store.transaction() as uow:
+        async with (
+            self._refusal_audited("remove", subject_id, session_id, actor),
+            deps.store.transaction() as uow,
+        ):
             subject = await self._subject(uow, subject_id)
             factor = await uow.factors.get(subject_id, factor_id)
             if factor is None:
@@ -298,54 +310,3 @@ class FactorService:
                     details={"factor_id": factor_id, "factor_type": factor.type.value},
                 )
             )
-
-    async def enroll(
-        self,
-        subject_id: str,
-        *,
-        factor_type: FactorType,
-        label: str,
-        session_id: str | None,
-        totp: TotpSpec | None,
-        actor: str | None,
-    ) -> Enrollment:
-        """Enroll a factor (TOTP: pending until confirmed) or renew the recovery codes."""
-        try:
-            return await self._enroll(
-                subject_id,
-                factor_type=factor_type,
-                label=label,
-                session_id=session_id,
-                totp=totp,
-                actor=actor,
-            )
-        except StepUpRequiredError as error:
-            await self._audit_refusal(subject_id, session_id, "enroll", error, actor)
-            raise
-
-    async def confirm(
-        self,
-        subject_id: str,
-        factor_id: str,
-        *,
-        code: str,
-        session_id: str | None,
-        actor: str | None,
-    ) -> Factor:
-        """Activate a pending TOTP factor with its first valid code."""
-        try:
-            return await self._confirm(
-                subject_id, factor_id, code=code, session_id=session_id, actor=actor
-            )
-        except StepUpRequiredError as error:
-            await self._audit_refusal(subject_id, session_id, "confirm", error, actor)
-            raise
-
-    async def remove(
-        self, subject_id: str, factor_id: str, *, session_id: str | None, actor: str | None
-    ) -> None:
-        try:
-            await self._remove(subject_id, factor_id, session_id=session_id, actor=actor)
-        except StepUpRequiredError as error:
-            await self._audit_refusal(subject_id, session_id, "remove", error, actor)
-            raise
