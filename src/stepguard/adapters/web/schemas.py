@@ -268,7 +268,21 @@ class RecoveryCodesEnrollIn(Strict):
     session_id: Identifier | None = None
 
 
-EnrollIn = Annotated[TotpEnrollIn | RecoveryCodesEnrollIn, Field(discriminator="type")]
+class WebAuthnEnrollIn(Strict):
+    """A passkey or security key: the answer carries ``webauthn_options`` for
+    ``navigator.credentials.create()``; confirm with the browser's response."""
+
+    type: Literal["webauthn"]
+    label: Label = ""
+    session_id: Identifier | None = None
+    authenticator_attachment: Literal["platform", "cross-platform"] | None = None
+    resident_key: Literal["required", "preferred", "discouraged"] = "preferred"
+    user_verification: Literal["required", "preferred"] = "required"
+
+
+EnrollIn = Annotated[
+    TotpEnrollIn | RecoveryCodesEnrollIn | WebAuthnEnrollIn, Field(discriminator="type")
+]
 
 
 class EnrollOut(Out):
@@ -276,6 +290,11 @@ class EnrollOut(Out):
     otpauth_uri: str | None = None
     qr_svg: str | None = None
     recovery_codes: list[str] | None = None
+    webauthn_options: dict[str, Any] | None = Field(
+        default=None,
+        description="PublicKeyCredentialCreationOptions as JSON (base64url binary fields), "
+        "for PublicKeyCredential.parseCreationOptionsFromJSON().",
+    )
 
 
 class ConfirmIn(Strict):
