@@ -146,6 +146,12 @@ async def usable_factors(
 
 # --- registration ------------------------------------------------------------------------
 
+_RESIDENT_KEYS: dict[str, ResidentKey] = {
+    "required": "required",
+    "preferred": "preferred",
+    "discouraged": "discouraged",
+}
+
 
 async def begin_registration(
     deps: Deps,
@@ -229,7 +235,7 @@ async def finish_registration(
             credential=credential,
             expected_challenge=ceremony.challenge,
             require_user_verification=ceremony.require_user_verification,
-            resident_key=ceremony.resident_key,  # type: ignore[arg-type]
+            resident_key=_RESIDENT_KEYS.get(ceremony.resident_key or ""),
             now=now,
         )
     except InvalidCredentialError as error:
