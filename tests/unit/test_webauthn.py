@@ -118,6 +118,11 @@ def test_a_webauthn_assertion_is_not_a_code_factor() -> None:
         {"origins": ()},
         {"origins": ("https://example.com/",)},
         {"origins": ("http://example.com",)},
+        {"origins": ("http://localhost.evil.example",)},
+        {"origins": ("https://example.com/login",)},
+        {"origins": ("https://Example.com",)},
+        {"origins": ("https://example.com:99999",)},
+        {"origins": ("example.com",)},
         {"timeout_seconds": 5},
         {"attestation_roots": (b"not a certificate",)},
     ],
@@ -125,6 +130,11 @@ def test_a_webauthn_assertion_is_not_a_code_factor() -> None:
 def test_a_relying_party_refuses_unsafe_configuration(options: dict[str, Any]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each case has its own message
         RelyingParty(**options)
+
+
+def test_good_origins_are_accepted() -> None:
+    origins = ("https://example.com", "https://auth.example.com:8443", "http://localhost:8000")
+    assert RelyingParty(rp_id="example.com", origins=origins).origins == origins
 
 
 def test_aaguids_are_normalized_and_attestation_is_asked_for_only_with_roots() -> None:

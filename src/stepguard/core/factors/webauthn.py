@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from OpenSSL import crypto as openssl
@@ -87,6 +88,19 @@ def _reason(error: BaseException) -> str:
     return text[:_MAX_REASON]
 
 
+def _valid_origin(origin: str) -> bool:
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return False
+    if parts.path or parts.query or parts.fragment or parts.username or not parts.hostname:
+        return False
+    if origin != f"{parts.scheme}://{parts.netloc}" or parts.netloc != parts.netloc.lower():
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname == "localhost")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RelyingParty:
     """Who StepGuard is to authenticators, and whom it trusts.
@@ -112,7 +126,7 @@ class RelyingParty:
         if not self.origins:
             raise ValueError("at least one WebAuthn origin is required")
         for origin in self.origins:
-            if not origin.startswith(("https://", "http://localhost")) or origin.endswith("/"):
+            if not _valid_origin(origin):
                 raise ValueError(
                     f"WebAuthn origin {origin!r} must be https://host[:port] "
                     "(http only for localhost), without a path or trailing slash"
