@@ -269,6 +269,20 @@ class WebAuthnService:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
+    async def credentials(self, subject_id: str) -> dict[str, WebAuthnCredential]:
+        """The subject's WebAuthn credentials by factor id (to describe its factors)."""
+        async with self._deps.store.read() as uow:
+            return {c.factor_id: c for c in await uow.webauthn.list_credentials(subject_id)}
+
+    def hardware_bound(self, credential: WebAuthnCredential) -> bool:
+        """Whether assertions from ``credential`` count as hardware-bound under this config."""
+        return is_hardware_bound(
+            self._deps.config.webauthn,
+            aaguid=credential.aaguid,
+            attestation_trusted=credential.attestation_trusted,
+            backup_eligible=credential.backup_eligible,
+        )
+
     async def assertion_options(
         self, challenge_id: str, *, factor_id: str | None, actor: str | None
     ) -> dict[str, Any]:

@@ -230,6 +230,19 @@ async def test_a_discoverable_platform_passkey_with_packed_attestation(wa: WebAu
     assert row.attestation_format == "packed"
     assert row.attestation_trusted is True
     assert row.aaguid == str(HARDWARE_AAGUID)
+    info = {
+        "aaguid": str(HARDWARE_AAGUID),
+        "transports": ["internal", "hybrid"],
+        "discoverable": True,
+        "backup_eligible": False,
+        "backed_up": False,
+        "attestation_trusted": True,
+        "hardware_bound": True,
+        "suspected_clone_at": None,
+    }
+    assert response.json()["factor"]["webauthn"] == info
+    listed = (await wa.api.client.get("/v1/subjects/alice/factors")).json()["factors"]
+    assert [f["webauthn"] for f in listed] == [info]
 
 
 async def test_self_attestation_is_accepted_but_not_trusted(wa: WebAuthnApi) -> None:
@@ -595,6 +608,8 @@ async def test_a_sign_count_regression_marks_the_credential_and_refuses_it_from_
     suspected = await wa.api.audit(type="webauthn.clone_suspected")
     assert [e["details"]["factor_id"] for e in suspected] == [factor_id]
     assert (await wa.credential_row(factor_id)).suspected_clone_at is not None
+    listed = (await wa.api.client.get("/v1/subjects/alice/factors")).json()["factors"]
+    assert listed[0]["webauthn"]["suspected_clone_at"] is not None
 
     # The genuine key is refused too until the credential is removed.
     info = (await wa.api.client.get(f"/v1/challenges/{challenge_id}")).json()

@@ -43,6 +43,7 @@ from stepguard.adapters.web.schemas import (
     VerificationIn,
     VerificationOut,
     WebAuthnEnrollIn,
+    WebAuthnFactorInfo,
 )
 from stepguard.adapters.web.webauthn import webauthn_router
 from stepguard.adapters.web.webauthn_schemas import WebAuthnConfirmIn, WebAuthnVerificationIn
@@ -50,7 +51,7 @@ from stepguard.core.assurance import FactorType, Requirement, SessionAssurance
 from stepguard.core.decision import Allow, StepUp
 from stepguard.core.errors import NotFoundError, PolicyEvaluationError, UnauthenticatedError
 from stepguard.core.factors import OtpAlgorithm, TotpSpec
-from stepguard.core.model import ApiKey, Factor, Session, Subject
+from stepguard.core.model import ApiKey, Factor, Session, Subject, WebAuthnCredential
 from stepguard.core.policy.model import Outcome, PolicyInput
 from stepguard.sdk.rfc9470 import StepUpChallenge, format_www_authenticate
 from stepguard.service.container import Services
@@ -93,7 +94,7 @@ def _subject_out(subject: Subject) -> SubjectOut:
     )
 
 
-def _factor_out(factor: Factor) -> FactorOut:
+def _factor_out(factor: Factor, webauthn: WebAuthnFactorInfo | None = None) -> FactorOut:
     return FactorOut(
         id=factor.id,
         type=factor.type.value,
@@ -102,6 +103,20 @@ def _factor_out(factor: Factor) -> FactorOut:
         created_at=factor.created_at,
         confirmed_at=factor.confirmed_at,
         last_used_at=factor.last_used_at,
+        webauthn=webauthn,
+    )
+
+
+def _webauthn_info(services: Services, credential: WebAuthnCredential) -> WebAuthnFactorInfo:
+    return WebAuthnFactorInfo(
+        aaguid=credential.aaguid,
+        transports=list(credential.transports),
+        discoverable=credential.discoverable,
+        backup_eligible=credential.backup_eligible,
+        backed_up=credential.backed_up,
+        attestation_trusted=credential.attestation_trusted,
+        hardware_bound=services.webauthn.hardware_bound(credential),
+        suspected_clone_at=credential.suspected_clone_at,
     )
 
 
@@ -296,7 +311,16 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     @v1.get("/subjects/{subject_id}/factors", response_model=FactorList, tags=["factors"])
     async def list_factors(subject_id: PathId, caller: Caller) -> FactorList:
         factors = await services.factors.list(subject_id)
-        return FactorList(factors=[_factor_out(f) for f in factors])
+        credentials = await services.webauthn.credentials(subject_id)
+        return FactorList(
+            factors=[
+                _factor_out(
+                    f,
+                    _webauthn_info(services, credentials[f.id]) if f.id in credentials else None,
+                )
+                for f in factors
+            ]
+        )
 
     @v1.post(
         "/subjects/{subject_id}/factors",
@@ -359,6 +383,9 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
                 session_id=body.session_id,
                 actor=caller.id,
             )
+            credential = (await services.webauthn.credentials(subject_id)).get(factor.id)
+            if credential is not None:
+                return ConfirmOut(factor=_factor_out(factor, _webauthn_info(services, credential)))
         else:
             factor = await services.factors.confirm(
                 subject_id, factor_id, code=body.code, session_id=body.session_id, actor=caller.id

@@ -239,6 +239,21 @@ class VerificationOut(Out):
 # --- factors ----------------------------------------------------------------------------
 
 
+class WebAuthnFactorInfo(Out):
+    """What StepGuard knows about a WebAuthn factor's credential (all public data)."""
+
+    aaguid: str = Field(description="The authenticator model (all zeros when not disclosed).")
+    transports: list[str]
+    discoverable: bool = Field(description="A passkey (resident key).")
+    backup_eligible: bool = Field(description="A synced passkey can be backed up.")
+    backed_up: bool
+    attestation_trusted: bool
+    hardware_bound: bool = Field(description="Counts as hwk (phrh / aal3) under this config.")
+    suspected_clone_at: datetime | None = Field(
+        description="Set when its signature counter went backwards: refused until removed."
+    )
+
+
 class FactorOut(Out):
     id: str
     type: str
@@ -247,6 +262,7 @@ class FactorOut(Out):
     created_at: datetime
     confirmed_at: datetime | None
     last_used_at: datetime | None
+    webauthn: WebAuthnFactorInfo | None = None
 
 
 class FactorList(Out):
