@@ -20,6 +20,7 @@ from stepguard.adapters.storage import SqlStore
 from stepguard.adapters.system import SystemClock, SystemRng
 from stepguard.adapters.web import build_app
 from stepguard.core.errors import ConfigurationError, PolicyError
+from stepguard.core.factors.webauthn import RelyingParty
 from stepguard.core.lockout import LockoutPolicy
 from stepguard.core.policy.loader import load_policy
 from stepguard.core.policy.model import CompiledPolicy
@@ -41,6 +42,30 @@ def load_policy_file(path: Path) -> CompiledPolicy:
     return load_policy(text, source=str(path))
 
 
+def relying_party(settings: Settings) -> RelyingParty:
+    """The WebAuthn relying party; reads the attestation root files (refuses to start if one
+    is unreadable or not a PEM certificate)."""
+    roots: list[bytes] = []
+    for path in settings.webauthn_attestation_roots:
+        try:
+            roots.append(path.read_bytes())
+        except OSError as error:
+            raise ConfigurationError(
+                f"cannot read the WebAuthn attestation root {path}: {error.strerror}"
+            ) from None
+    try:
+        return RelyingParty(
+            rp_id=settings.webauthn_rp_id,
+            rp_name=settings.webauthn_rp_name,
+            origins=tuple(settings.webauthn_origins),
+            timeout_seconds=settings.webauthn_timeout_seconds,
+            hardware_aaguids=frozenset(settings.webauthn_hardware_aaguids),
+            attestation_roots=tuple(roots),
+        )
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+
+
 def service_config(settings: Settings) -> ServiceConfig:
     return ServiceConfig(
         session_ttl=timedelta(seconds=settings.session_ttl_seconds),
@@ -55,6 +80,7 @@ def service_config(settings: Settings) -> ServiceConfig:
             base_lock_seconds=settings.lock_base_seconds,
             max_lock_seconds=settings.lock_max_seconds,
         ),
+        webauthn=relying_party(settings),
     )
 
 

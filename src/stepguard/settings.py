@@ -48,6 +48,16 @@ class Settings(BaseSettings):
     recovery_code_count: int = Field(default=10, ge=4, le=32)
     totp_issuer: str = "StepGuard"
 
+    # WebAuthn: the relying party id (a registrable domain of every origin), the exact
+    # origins browsers may report, and which authenticators count as hardware-bound (an
+    # AAGUID on this list AND an attestation chained to one of these PEM roots).
+    webauthn_rp_id: str = "localhost"
+    webauthn_rp_name: str = "StepGuard"
+    webauthn_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8000"])
+    webauthn_timeout_seconds: int = Field(default=300, ge=10, le=3600)
+    webauthn_hardware_aaguids: list[str] = Field(default_factory=list)
+    webauthn_attestation_roots: list[Path] = Field(default_factory=list)
+
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
     log_level: str = "info"

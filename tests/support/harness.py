@@ -135,14 +135,20 @@ class Harness:
 
 
 async def start_harness(
-    database_url: str, *, policy: str = TEST_POLICY, risk: RiskAssessor | None = None
+    database_url: str,
+    *,
+    policy: str = TEST_POLICY,
+    risk: RiskAssessor | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[Harness, Runtime]:
+    """``overrides``: more ``Settings`` fields (e.g. the WebAuthn relying party)."""
     await migrate(database_url)
     settings = Settings(
         database_url=database_url,
         secret_keys=[SecretBox.generate_key()],  # type: ignore[list-item]
         policy_file=Path("unused.yaml"),
         api_key_cache_seconds=0,
+        **(overrides or {}),
     )
     clock = ManualClock()
     runtime = build_runtime(

@@ -78,6 +78,7 @@ class FactorType(StrEnum):
 
     TOTP = "totp"
     RECOVERY_CODE = "recovery_code"
+    WEBAUTHN = "webauthn"
 
 
 _AMR_KIND: dict[AuthMethod, FactorKind] = {
@@ -129,10 +130,69 @@ _STEP_UP_PROFILES: dict[FactorType, tuple[tuple[AuthMethod, ...], FactorKind]] =
 
 
 def step_up_factor(factor_type: FactorType, *, factor_id: str, at: datetime) -> CompletedFactor:
-    """The record of a step-up that StepGuard itself verified."""
+    """The record of a step-up that StepGuard itself verified (code factors; WebAuthn
+    assertions depend on their flags: :func:`webauthn_factor`)."""
+    if factor_type not in _STEP_UP_PROFILES:
+        raise ValueError(f"{factor_type} is not a code factor: use webauthn_factor()")
     amr, kind = _STEP_UP_PROFILES[factor_type]
     return CompletedFactor(
         method=factor_type.value, amr=amr, kind=kind, completed_at=at, factor_id=factor_id
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _AssertionProfile:
+    amr: tuple[AuthMethod, ...]
+    phishing_resistant: bool  # counts toward ``phr`` (and ``phrh``/``aal3`` when hardware-bound)
+    multi_factor: bool
+
+
+# How a WebAuthn assertion counts, by (user verified, hardware-bound). Every assertion is
+# origin-bound, a possession factor ("user" is RFC 8176's presence test, the UP flag).
+# - With UV it is multi-factor in one (the key plus the authenticator's local PIN or
+#   biometric; the authenticator does not say which, so ``mfa`` rather than ``pin``/``fpt``)
+#   and phishing-resistant: ``phr`` with any primary, ``aal3`` when hardware-bound.
+# - With UP only it proves that someone touched the key. For a step-up, which exists against
+#   the walk-up and stolen-session cases, a touch on a key left plugged in is a possession
+#   factor like TOTP: ``aal2`` with a primary of another kind, never ``phr``/``phrh``, even
+#   on a hardware-bound key (removing UV never raises a level).
+# Hardware-bound: the AAGUID is on the operator's allow-list, its attestation chained to a
+# configured root, and the credential is not backup-eligible (a synced passkey is not bound
+# to one device). Then ``hwk``, else ``swk``.
+_WEBAUTHN_PROFILES: dict[tuple[bool, bool], _AssertionProfile] = {
+    (True, True): _AssertionProfile(
+        amr=(AuthMethod.HWK, AuthMethod.USER, AuthMethod.MFA),
+        phishing_resistant=True,
+        multi_factor=True,
+    ),
+    (True, False): _AssertionProfile(
+        amr=(AuthMethod.SWK, AuthMethod.USER, AuthMethod.MFA),
+        phishing_resistant=True,
+        multi_factor=True,
+    ),
+    (False, True): _AssertionProfile(
+        amr=(AuthMethod.HWK, AuthMethod.USER), phishing_resistant=False, multi_factor=False
+    ),
+    (False, False): _AssertionProfile(
+        amr=(AuthMethod.SWK, AuthMethod.USER), phishing_resistant=False, multi_factor=False
+    ),
+}
+
+
+def webauthn_factor(
+    *, factor_id: str, at: datetime, user_verified: bool, hardware_bound: bool
+) -> CompletedFactor:
+    """The record of a verified WebAuthn assertion (see ``_WEBAUTHN_PROFILES``)."""
+    profile = _WEBAUTHN_PROFILES[(user_verified, hardware_bound)]
+    return CompletedFactor(
+        method=FactorType.WEBAUTHN.value,
+        amr=profile.amr,
+        kind=FactorKind.POSSESSION,
+        completed_at=at,
+        factor_id=factor_id,
+        phishing_resistant=profile.phishing_resistant,
+        hardware_bound=hardware_bound,
+        multi_factor=profile.multi_factor,
     )
 
 

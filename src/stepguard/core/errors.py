@@ -110,6 +110,24 @@ class InvalidCodeError(StepGuardError):
     default_message = "The code is not valid."
 
 
+class InvalidCredentialError(StepGuardError):
+    """A WebAuthn response did not verify (raised by the factor recipe, never shown).
+
+    The message says why (origin, rpIdHash, challenge, flags, signature...) for the audit log.
+    """
+
+    code = "invalid_credential"
+    default_message = "The WebAuthn response is not valid."
+
+
+class SignCountRegressionError(InvalidCredentialError):
+    """A correctly signed WebAuthn assertion whose signature counter did not increase: the
+    credential may have been cloned (WebAuthn section 6.1.1)."""
+
+    code = "sign_count_regression"
+    default_message = "The authenticator's signature counter went backwards."
+
+
 class RiskUnavailableError(StepGuardError):
     code = "risk_unavailable"
     default_message = "The risk assessment could not be computed."

@@ -150,3 +150,56 @@ class RecordedAuditEvent:
     event: AuditEvent
     prev_hash: str
     hash: str
+
+
+class CeremonyPurpose(StrEnum):
+    REGISTER = "register"
+    AUTHENTICATE = "authenticate"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebAuthnCredential:
+    """The WebAuthn data of one factor (``factor_id``): one registered public-key credential.
+
+    ``credential_id`` is unique across every subject. ``public_key`` is the COSE key.
+    ``attestation_trusted`` says the attestation chained to a configured root (packed with
+    x5c). ``suspected_clone_at`` is set when a validly signed assertion's counter went
+    backwards: the credential is refused from then on, until it is removed.
+    """
+
+    factor_id: str
+    subject_id: str
+    credential_id: bytes
+    user_handle: bytes
+    public_key: bytes
+    sign_count: int
+    aaguid: str
+    transports: tuple[str, ...] = ()
+    backup_eligible: bool = False
+    backed_up: bool = False
+    discoverable: bool = False
+    attestation_format: str = "none"
+    attestation_trusted: bool = False
+    suspected_clone_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebAuthnCeremony:
+    """An open WebAuthn ceremony: the challenge bytes handed to the browser, used once.
+
+    A registration belongs to a pending factor (``factor_id``); an authentication belongs to
+    a step-up challenge (``challenge_id``).
+    """
+
+    id: str
+    subject_id: str
+    purpose: CeremonyPurpose
+    challenge: bytes
+    require_user_verification: bool
+    created_at: datetime
+    expires_at: datetime
+    challenge_id: str | None = None
+    factor_id: str | None = None
+    user_handle: bytes | None = None
+    resident_key: str | None = None
+    used_at: datetime | None = None

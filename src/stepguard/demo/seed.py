@@ -47,6 +47,8 @@ async def prepare_demo(*, var_dir: Path, port: int) -> DemoSetup:
         secret_keys=[SecretBox.generate_key()],  # type: ignore[list-item]  # coerced to SecretStr
         port=port,
         log_json=False,
+        # Passkeys work on http://localhost (a secure context); not on 127.0.0.1.
+        webauthn_origins=[f"http://localhost:{port}"],
     )
     await migrate(settings.database_url)
     runtime = build_runtime(settings)

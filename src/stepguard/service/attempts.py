@@ -1,12 +1,16 @@
-"""One code attempt against one factor, under the guessing limit.
+"""One attempt against one factor, under the guessing limit.
 
-Shared by challenge verification and factor confirmation. The caller holds the factor's row
-lock (``FactorRepository.get_for_update``) and commits the outcome with its audit record.
+Shared by challenge verification and factor confirmation, for every factor type: the caller
+passes the check (``check_code`` for codes, a WebAuthn check for credentials). The caller holds
+the factor's row lock (``FactorRepository.get_for_update``) and commits the outcome with its
+audit record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 
 from stepguard.core.assurance import FactorType
 from stepguard.core.errors import InvalidCodeError
@@ -15,6 +19,8 @@ from stepguard.core.factors.totp import TotpSpec, verify_totp
 from stepguard.core.lockout import LockoutPolicy
 from stepguard.core.model import Factor
 from stepguard.service.ports import UnitOfWork
+
+T = TypeVar("T")
 
 
 class RejectedAttemptError(Exception):
@@ -58,18 +64,25 @@ async def check_code(uow: UnitOfWork, factor: Factor, code: str, *, now: datetim
 
 
 async def attempt_locked_factor(
-    uow: UnitOfWork, factor: Factor, code: str, *, now: datetime, lockout: LockoutPolicy
-) -> None:
-    """The guessing limit around ``check_code``: locked factors are not even checked.
+    uow: UnitOfWork,
+    factor: Factor,
+    check: Callable[[], Awaitable[T]],
+    *,
+    now: datetime,
+    lockout: LockoutPolicy,
+) -> T:
+    """The guessing limit around ``check`` (e.g. ``lambda: check_code(uow, factor, code,
+    now=now)``): locked factors are not even checked.
 
-    A wrong code updates the counter (and maybe the lock) in the caller's transaction.
+    ``check`` raises ``RejectedAttemptError``; one with ``guess=True`` updates the counter (and
+    maybe the lock) in the caller's transaction. Returns what ``check`` returned.
     """
     if lockout.is_locked(
         failed_attempts=factor.failed_attempts, locked_until=factor.locked_until, now=now
     ):
         raise RejectedAttemptError("factor locked after repeated failures", guess=False)
     try:
-        await check_code(uow, factor, code, now=now)
+        result = await check()
     except RejectedAttemptError as rejected:
         if rejected.guess:
             state = lockout.after_failure(failed_attempts=factor.failed_attempts, now=now)
@@ -78,3 +91,4 @@ async def attempt_locked_factor(
             )
         raise
     await uow.factors.record_success(factor.id, at=now)
+    return result

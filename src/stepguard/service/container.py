@@ -12,6 +12,7 @@ from stepguard.service.factors import FactorService
 from stepguard.service.sessions import SessionService
 from stepguard.service.subjects import SubjectService
 from stepguard.service.verification import VerificationService
+from stepguard.service.webauthn import WebAuthnService
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,6 +25,7 @@ class Services:
     factors: FactorService
     api_keys: ApiKeyService
     audit: AuditService
+    webauthn: WebAuthnService
 
     @classmethod
     def build(cls, deps: Deps, *, api_key_cache_seconds: float = 5.0) -> Services:
@@ -36,4 +38,5 @@ class Services:
             factors=FactorService(deps),
             api_keys=ApiKeyService(deps, cache_seconds=api_key_cache_seconds),
             audit=AuditService(deps),
+            webauthn=WebAuthnService(deps),
         )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Protocol
 
+from stepguard.core.factors.webauthn import RelyingParty
 from stepguard.core.lockout import LockoutPolicy
 from stepguard.core.policy.model import CompiledPolicy
 from stepguard.core.ports import Rng
@@ -22,6 +23,7 @@ class ServiceConfig:
     recovery_code_count: int = 10
     totp_issuer: str = "StepGuard"
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+    webauthn: RelyingParty = field(default_factory=RelyingParty)
 
 
 class PolicyHolder:

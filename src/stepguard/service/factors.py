@@ -7,10 +7,11 @@ Once a subject has an active factor, every change needs a session that passed a 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from stepguard.core.assurance import AssuranceLevel, FactorType, Requirement, satisfies
 from stepguard.core.decision import strictest
@@ -29,10 +30,16 @@ from stepguard.core.model import AuditEvent, Factor, FactorStatus, Subject
 from stepguard.core.policy.model import Outcome
 from stepguard.core.risk import LOW_RISK
 from stepguard.core.secret import Secret
-from stepguard.service.attempts import RejectedAttemptError, attempt_locked_factor
+from stepguard.service.attempts import RejectedAttemptError, attempt_locked_factor, check_code
 from stepguard.service.decisions import policy_input
 from stepguard.service.deps import Deps
 from stepguard.service.ports import UnitOfWork
+from stepguard.service.webauthn import (
+    WebAuthnRegistrationRequest,
+    begin_registration,
+    consume_registration_ceremony,
+    finish_registration,
+)
 
 MANAGE_ACTION = "stepguard.factors.manage"
 # A policy that asks "every time" for management gets this freshness instead: enrollment has
@@ -47,6 +54,7 @@ class Enrollment:
     factor: Factor
     otpauth_uri: Secret[str] | None = None
     recovery_codes: tuple[Secret[str], ...] = ()
+    webauthn_options: dict[str, Any] | None = None  # PublicKeyCredentialCreationOptions JSON
 
 
 class FactorService:
@@ -156,6 +164,7 @@ class FactorService:
         session_id: str | None,
         totp: TotpSpec | None,
         actor: str | None,
+        webauthn: WebAuthnRegistrationRequest | None = None,
     ) -> Enrollment:
         deps = self._deps
         now = deps.clock.now()
@@ -165,6 +174,8 @@ class FactorService:
         ):
             subject = await self._subject(uow, subject_id)
             existing = await uow.factors.list_for_subject(subject_id)
+            if webauthn is not None and factor_type is not FactorType.WEBAUTHN:
+                raise InvalidRequestError("WebAuthn parameters apply to webauthn factors only")
             if factor_type is FactorType.TOTP:
                 await self._gate(uow, subject, session_id, proof_excludes=None, now=now)
                 spec = totp or TotpSpec()
@@ -214,6 +225,23 @@ class FactorService:
                     factor = current
                 await uow.factors.replace_recovery_codes(factor.id, codes.hashes)
                 enrollment = Enrollment(factor=factor, recovery_codes=codes.codes)
+            elif factor_type is FactorType.WEBAUTHN:
+                if totp is not None:
+                    raise InvalidRequestError("TOTP parameters apply to totp factors only")
+                await self._gate(uow, subject, session_id, proof_excludes=None, now=now)
+                factor = Factor(
+                    id=new_id(deps.rng, "fac"),
+                    subject_id=subject_id,
+                    type=FactorType.WEBAUTHN,
+                    status=FactorStatus.PENDING,
+                    label=label or "Security key",
+                    created_at=now,
+                )
+                await uow.factors.add(factor)
+                options = await begin_registration(
+                    deps, uow, subject, factor, webauthn or WebAuthnRegistrationRequest(), now=now
+                )
+                enrollment = Enrollment(factor=factor, webauthn_options=options)
             else:  # pragma: no cover - every FactorType has a branch
                 raise InvalidRequestError(f"cannot enroll {factor_type}")
             await uow.audit.append(
@@ -240,11 +268,17 @@ class FactorService:
         subject_id: str,
         factor_id: str,
         *,
-        code: str,
+        code: str | None = None,
+        credential: Mapping[str, Any] | None = None,
         session_id: str | None,
         actor: str | None,
     ) -> Factor:
-        """Activate a pending TOTP factor with its first valid code."""
+        """Activate a pending factor: TOTP with its first valid code, WebAuthn with the
+        browser's registration response (``PublicKeyCredential.toJSON()``) to its options.
+
+        A WebAuthn response uses up its ceremony whether it verifies or not."""
+        if (code is None) == (credential is None):
+            raise InvalidRequestError("send either a code or a WebAuthn credential")
         deps = self._deps
         now = deps.clock.now()
         failure: RejectedAttemptError | None = None
@@ -259,8 +293,31 @@ class FactorService:
                 raise NotFoundError("No such factor.")
             if factor.status is not FactorStatus.PENDING:
                 raise ConflictError("The factor is already confirmed.")
+            if (factor.type is FactorType.WEBAUTHN) != (credential is not None):
+                raise InvalidRequestError(
+                    "a webauthn factor is confirmed with a credential, others with a code"
+                )
             try:
-                await attempt_locked_factor(uow, factor, code, now=now, lockout=deps.config.lockout)
+                if credential is not None:
+                    ceremony = await consume_registration_ceremony(uow, factor, credential, now=now)
+                    await attempt_locked_factor(
+                        uow,
+                        factor,
+                        lambda: finish_registration(
+                            deps, uow, factor, ceremony, credential, now=now
+                        ),
+                        now=now,
+                        lockout=deps.config.lockout,
+                    )
+                else:
+                    assert code is not None
+                    await attempt_locked_factor(
+                        uow,
+                        factor,
+                        lambda: check_code(uow, factor, code, now=now),
+                        now=now,
+                        lockout=deps.config.lockout,
+                    )
             except RejectedAttemptError as rejected:
                 failure = rejected
             else:

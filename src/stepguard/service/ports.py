@@ -22,12 +22,15 @@ from stepguard.core.assurance import CompletedFactor
 from stepguard.core.model import (
     ApiKey,
     AuditEvent,
+    CeremonyPurpose,
     Challenge,
     Factor,
     Grant,
     RecordedAuditEvent,
     Session,
     Subject,
+    WebAuthnCeremony,
+    WebAuthnCredential,
 )
 from stepguard.core.risk import RiskAssessment
 
@@ -166,6 +169,47 @@ class AuditLog(Protocol):
         ...
 
 
+class WebAuthnRepository(Protocol):
+    """WebAuthn credentials (one per WebAuthn factor; deleted with it) and ceremonies."""
+
+    async def add_credential(self, credential: WebAuthnCredential) -> None:
+        """Store a new credential; a credential id stored before raises ``ConflictError``."""
+        ...
+
+    async def get_credential(self, factor_id: str) -> WebAuthnCredential | None: ...
+
+    async def find_credential(self, credential_id: bytes) -> WebAuthnCredential | None:
+        """The credential with this id, whoever owns it."""
+        ...
+
+    async def list_credentials(self, subject_id: str) -> list[WebAuthnCredential]: ...
+
+    async def record_use(self, factor_id: str, *, sign_count: int, backed_up: bool) -> None: ...
+
+    async def mark_suspected_clone(self, factor_id: str, *, at: datetime) -> bool:
+        """Set ``suspected_clone_at`` once. ``True`` if this call did."""
+        ...
+
+    async def add_ceremony(self, ceremony: WebAuthnCeremony) -> None:
+        """Store a ceremony; unused earlier ceremonies of the same challenge (or pending
+        factor) are dropped: only the newest options are valid."""
+        ...
+
+    async def consume_ceremony(
+        self,
+        *,
+        purpose: CeremonyPurpose,
+        challenge: bytes,
+        subject_id: str,
+        binding: str,
+        at: datetime,
+    ) -> WebAuthnCeremony | None:
+        """Use the open, unexpired ceremony with these challenge bytes, bound to ``binding``
+        (the step-up challenge id, or the pending factor id). The ceremony for the single call
+        that used it, ``None`` otherwise."""
+        ...
+
+
 class UnitOfWork(Protocol):
     subjects: SubjectRepository
     sessions: SessionRepository
@@ -174,6 +218,7 @@ class UnitOfWork(Protocol):
     grants: GrantRepository
     api_keys: ApiKeyRepository
     audit: AuditLog
+    webauthn: WebAuthnRepository
 
 
 class Store(Protocol):

@@ -10,13 +10,15 @@ the precise reason.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from stepguard.core.assurance import (
+    CompletedFactor,
     SessionAssurance,
     can_reach,
-    step_up_factor,
     summarize,
 )
 from stepguard.core.errors import VerificationFailedError
@@ -33,6 +35,23 @@ from stepguard.core.model import (
 from stepguard.service.attempts import RejectedAttemptError, attempt_locked_factor
 from stepguard.service.deps import Deps
 from stepguard.service.ports import UnitOfWork
+from stepguard.service.webauthn import CodeProof, WebAuthnProof
+
+
+class Proof(Protocol):
+    """What a verification presents: it names its factor (``prepare``), says how that factor
+    would count at best (``candidate``, to refuse early) and is checked under the factor's
+    lock and the guessing limit (``check``, returning how it actually counts)."""
+
+    factor_id: str | None
+
+    async def prepare(self, uow: UnitOfWork, challenge: Challenge, *, now: datetime) -> str: ...
+
+    def candidate(self, deps: Deps, factor: Factor, *, now: datetime) -> CompletedFactor: ...
+
+    async def check(
+        self, deps: Deps, uow: UnitOfWork, factor: Factor, *, now: datetime
+    ) -> CompletedFactor: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,6 +79,29 @@ class VerificationService:
     async def verify(
         self, challenge_id: str, *, factor_id: str, code: str, actor: str | None
     ) -> VerifiedStepUp:
+        """Answer a challenge with a code of ``factor_id``."""
+        return await self._verify(
+            challenge_id, CodeProof(factor_id=factor_id, code=code), actor=actor
+        )
+
+    async def verify_webauthn(
+        self,
+        challenge_id: str,
+        *,
+        credential: Mapping[str, Any],
+        factor_id: str | None = None,
+        actor: str | None,
+    ) -> VerifiedStepUp:
+        """Answer a challenge with a WebAuthn assertion (``PublicKeyCredential.toJSON()``)
+        to options from ``WebAuthnService.assertion_options``. Its credential id names the
+        factor; ``factor_id``, if given, must agree."""
+        return await self._verify(
+            challenge_id, WebAuthnProof(credential=credential, factor_id=factor_id), actor=actor
+        )
+
+    async def _verify(
+        self, challenge_id: str, proof: Proof, *, actor: str | None
+    ) -> VerifiedStepUp:
         deps = self._deps
         now = deps.clock.now()
         factor_type: str | None = None
@@ -70,6 +112,7 @@ class VerificationService:
                 try:
                     if challenge is None:
                         raise RejectedAttemptError("unknown challenge", guess=False)
+                    factor_id = await proof.prepare(uow, challenge, now=now)
                     factor = await uow.factors.get_for_update(challenge.subject_id, factor_id)
                     factor_type = factor.type.value if factor else None
                     if factor is not None:
@@ -77,13 +120,13 @@ class VerificationService:
                         # attempt may have satisfied it while this one waited, and losing
                         # that race must not count as a guess (READ COMMITTED sees it now).
                         challenge = await uow.challenges.get(challenge_id) or challenge
-                    result = await self._attempt(uow, challenge, factor, code, now=now)
+                    result = await self._attempt(uow, challenge, factor, proof, now=now)
                 except RejectedAttemptError as rejected:
                     # Leave the block normally: the failure counter commits with its audit.
                     failure = rejected
                     await uow.audit.append(
                         _failure_event(
-                            challenge_id, challenge, factor_id, rejected.reason, now, actor
+                            challenge_id, challenge, proof.factor_id, rejected.reason, now, actor
                         )
                     )
                 else:
@@ -96,7 +139,7 @@ class VerificationService:
             )
             async with deps.store.transaction() as uow:
                 await uow.audit.append(
-                    _failure_event(challenge_id, None, factor_id, failure.reason, now, actor)
+                    _failure_event(challenge_id, None, proof.factor_id, failure.reason, now, actor)
                 )
         if failure is not None:
             deps.observer.verification(outcome="failure", factor_type=factor_type)
@@ -109,7 +152,7 @@ class VerificationService:
         uow: UnitOfWork,
         challenge: Challenge,
         factor: Factor | None,
-        code: str,
+        proof: Proof,
         *,
         now: datetime,
     ) -> VerifiedStepUp:
@@ -123,11 +166,22 @@ class VerificationService:
             raise RejectedAttemptError("session no longer active", guess=False)
         if factor is None or factor.status is not FactorStatus.ACTIVE:
             raise RejectedAttemptError("unknown or inactive factor", guess=False)
-        completed = step_up_factor(factor.type, factor_id=factor.id, at=now)
-        if not can_reach(session.factors, completed, challenge.requirement):
+        if not can_reach(
+            session.factors, proof.candidate(deps, factor, now=now), challenge.requirement
+        ):
             raise RejectedAttemptError("factor cannot satisfy the requirement", guess=False)
 
-        await attempt_locked_factor(uow, factor, code, now=now, lockout=deps.config.lockout)
+        completed = await attempt_locked_factor(
+            uow,
+            factor,
+            lambda: proof.check(deps, uow, factor, now=now),
+            now=now,
+            lockout=deps.config.lockout,
+        )
+        if not can_reach(session.factors, completed, challenge.requirement):
+            # A WebAuthn assertion without UV where only UV reaches the level (the options
+            # asked for it, so the library refused it already; kept as a second lock).
+            raise RejectedAttemptError("proof cannot satisfy the requirement", guess=False)
 
         if not await uow.challenges.mark_satisfied(challenge.id, at=now, factor_id=factor.id):
             raise _LostRaceError()
@@ -166,7 +220,7 @@ class VerificationService:
 def _failure_event(
     challenge_id: str,
     challenge: Challenge | None,
-    factor_id: str,
+    factor_id: str | None,
     reason: str,
     now: datetime,
     actor: str | None,

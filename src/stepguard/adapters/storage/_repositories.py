@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stepguard.adapters.crypto import SecretBox
 from stepguard.adapters.storage._engine import STORAGE_ERRORS, map_storage_error
+from stepguard.adapters.storage._webauthn import SqlWebAuthnRepository
 from stepguard.adapters.storage.tables import (
     AUDIT_HEAD_ID,
     api_keys,
@@ -78,6 +79,7 @@ from stepguard.service.ports import (
     GrantRepository,
     SessionRepository,
     SubjectRepository,
+    WebAuthnRepository,
 )
 
 __all__ = ["ReadOnlyTransactionError", "SqlUnitOfWork", "canonical_audit_event"]
@@ -891,6 +893,7 @@ class SqlUnitOfWork:
         "grants",
         "sessions",
         "subjects",
+        "webauthn",
     )
 
     subjects: SubjectRepository
@@ -900,6 +903,7 @@ class SqlUnitOfWork:
     grants: GrantRepository
     api_keys: ApiKeyRepository
     audit: AuditLog
+    webauthn: WebAuthnRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -911,6 +915,7 @@ class SqlUnitOfWork:
         self.grants = SqlGrantRepository(connection)
         self.api_keys = SqlApiKeyRepository(connection)
         self.audit = SqlAuditLog(connection)
+        self.webauthn = SqlWebAuthnRepository(connection)
 
     @property
     def connection(self) -> AsyncConnection:

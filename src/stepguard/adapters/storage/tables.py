@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -38,6 +39,8 @@ __all__ = [
     "session_factors",
     "sessions",
     "subjects",
+    "webauthn_ceremonies",
+    "webauthn_credentials",
 ]
 
 NAMING_CONVENTION = {
@@ -199,6 +202,73 @@ grants = Table(
     Column("action", Text, nullable=False),
     Column("transaction_digest", Text, nullable=False),
     Column("challenge_id", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+)
+
+# One row per WebAuthn factor: the credential's public data (nothing here is secret).
+webauthn_credentials = Table(
+    "webauthn_credentials",
+    metadata,
+    Column(
+        "factor_id",
+        Text,
+        ForeignKey("factors.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "subject_id",
+        Text,
+        ForeignKey("subjects.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("credential_id", LargeBinary, nullable=False, unique=True),  # across ALL subjects
+    Column("user_handle", LargeBinary, nullable=False),
+    Column("public_key", LargeBinary, nullable=False),  # COSE_Key
+    Column("sign_count", BigInteger, nullable=False),
+    Column("aaguid", Text, nullable=False),
+    Column("transports", JSON, nullable=False),  # list of AuthenticatorTransport values
+    Column("backup_eligible", Boolean, nullable=False),
+    Column("backed_up", Boolean, nullable=False),
+    Column("discoverable", Boolean, nullable=False),
+    Column("attestation_format", Text, nullable=False),
+    Column("attestation_trusted", Boolean, nullable=False),
+    Column("suspected_clone_at", UtcDateTime, nullable=True),
+)
+
+# Open WebAuthn ceremonies: each challenge is consumed once (used_at) before it expires.
+webauthn_ceremonies = Table(
+    "webauthn_ceremonies",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column(
+        "subject_id",
+        Text,
+        ForeignKey("subjects.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("purpose", Text, nullable=False),  # register | authenticate
+    Column("challenge", LargeBinary, nullable=False, unique=True),
+    Column(
+        "challenge_id",
+        Text,
+        ForeignKey("challenges.id", ondelete="CASCADE"),
+        nullable=True,
+        index=True,
+    ),
+    Column(
+        "factor_id",
+        Text,
+        ForeignKey("factors.id", ondelete="CASCADE"),
+        nullable=True,
+        index=True,
+    ),
+    Column("user_handle", LargeBinary, nullable=True),
+    Column("resident_key", Text, nullable=True),
+    Column("require_uv", Boolean, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Column("used_at", UtcDateTime, nullable=True),

@@ -42,22 +42,21 @@ from stepguard.adapters.web.schemas import (
     TotpEnrollIn,
     VerificationIn,
     VerificationOut,
+    WebAuthnEnrollIn,
+    WebAuthnFactorInfo,
 )
-from stepguard.core.assurance import (
-    FactorType,
-    Requirement,
-    SessionAssurance,
-    can_reach,
-    step_up_factor,
-)
+from stepguard.adapters.web.webauthn import webauthn_router
+from stepguard.adapters.web.webauthn_schemas import WebAuthnConfirmIn, WebAuthnVerificationIn
+from stepguard.core.assurance import FactorType, Requirement, SessionAssurance
 from stepguard.core.decision import Allow, StepUp
 from stepguard.core.errors import NotFoundError, PolicyEvaluationError, UnauthenticatedError
 from stepguard.core.factors import OtpAlgorithm, TotpSpec
-from stepguard.core.model import ApiKey, Factor, FactorStatus, Session, Subject
+from stepguard.core.model import ApiKey, Factor, Session, Subject, WebAuthnCredential
 from stepguard.core.policy.model import Outcome, PolicyInput
 from stepguard.sdk.rfc9470 import StepUpChallenge, format_www_authenticate
 from stepguard.service.container import Services
 from stepguard.service.decisions import DecisionRequest
+from stepguard.service.webauthn import WebAuthnRegistrationRequest, usable_factors
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 503)
@@ -95,7 +94,7 @@ def _subject_out(subject: Subject) -> SubjectOut:
     )
 
 
-def _factor_out(factor: Factor) -> FactorOut:
+def _factor_out(factor: Factor, webauthn: WebAuthnFactorInfo | None = None) -> FactorOut:
     return FactorOut(
         id=factor.id,
         type=factor.type.value,
@@ -104,6 +103,20 @@ def _factor_out(factor: Factor) -> FactorOut:
         created_at=factor.created_at,
         confirmed_at=factor.confirmed_at,
         last_used_at=factor.last_used_at,
+        webauthn=webauthn,
+    )
+
+
+def _webauthn_info(services: Services, credential: WebAuthnCredential) -> WebAuthnFactorInfo:
+    return WebAuthnFactorInfo(
+        aaguid=credential.aaguid,
+        transports=list(credential.transports),
+        discoverable=credential.discoverable,
+        backup_eligible=credential.backup_eligible,
+        backed_up=credential.backed_up,
+        attestation_trusted=credential.attestation_trusted,
+        hardware_bound=services.webauthn.hardware_bound(credential),
+        suspected_clone_at=credential.suspected_clone_at,
     )
 
 
@@ -258,17 +271,8 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
                 raise NotFoundError("No such challenge.")
             session = await uow.sessions.get(challenge.session_id)
             factors = await uow.factors.list_for_subject(challenge.subject_id)
-        usable = [
-            FactorBrief(id=f.id, type=f.type.value, label=f.label)
-            for f in factors
-            if f.status is FactorStatus.ACTIVE
-            and session is not None
-            and can_reach(
-                session.factors,
-                step_up_factor(f.type, factor_id=f.id, at=now),
-                challenge.requirement,
-            )
-        ]
+            reachable = await usable_factors(deps, uow, challenge, session, factors, now=now)
+        usable = [FactorBrief(id=f.id, type=f.type.value, label=f.label) for f in reachable]
         return ChallengeOut(
             id=challenge.id,
             status=challenge.effective_status(now).value,
@@ -284,10 +288,17 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         response_model=VerificationOut,
         tags=["challenges"],
     )
-    async def verify(challenge_id: PathId, body: VerificationIn, caller: Caller) -> VerificationOut:
-        verified = await services.verification.verify(
-            challenge_id, factor_id=body.factor_id, code=body.code, actor=caller.id
-        )
+    async def verify(
+        challenge_id: PathId, body: VerificationIn | WebAuthnVerificationIn, caller: Caller
+    ) -> VerificationOut:
+        if isinstance(body, WebAuthnVerificationIn):
+            verified = await services.verification.verify_webauthn(
+                challenge_id, credential=body.credential, factor_id=body.factor_id, actor=caller.id
+            )
+        else:
+            verified = await services.verification.verify(
+                challenge_id, factor_id=body.factor_id, code=body.code, actor=caller.id
+            )
         return VerificationOut(
             status="satisfied",
             session=_session_out(verified.session, verified.assurance),
@@ -300,7 +311,16 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     @v1.get("/subjects/{subject_id}/factors", response_model=FactorList, tags=["factors"])
     async def list_factors(subject_id: PathId, caller: Caller) -> FactorList:
         factors = await services.factors.list(subject_id)
-        return FactorList(factors=[_factor_out(f) for f in factors])
+        credentials = await services.webauthn.credentials(subject_id)
+        return FactorList(
+            factors=[
+                _factor_out(
+                    f,
+                    _webauthn_info(services, credentials[f.id]) if f.id in credentials else None,
+                )
+                for f in factors
+            ]
+        )
 
     @v1.post(
         "/subjects/{subject_id}/factors",
@@ -311,9 +331,16 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     async def enroll(subject_id: PathId, body: EnrollIn, caller: Caller) -> EnrollOut:
         factor_type = FactorType(body.type)
         totp: TotpSpec | None = None
+        webauthn: WebAuthnRegistrationRequest | None = None
         if isinstance(body, TotpEnrollIn):
             totp = TotpSpec(
                 algorithm=OtpAlgorithm(body.algorithm), digits=body.digits, period=body.period
+            )
+        elif isinstance(body, WebAuthnEnrollIn):
+            webauthn = WebAuthnRegistrationRequest(
+                attachment=body.authenticator_attachment,
+                resident_key=body.resident_key,
+                require_user_verification=body.user_verification == "required",
             )
         enrollment = await services.factors.enroll(
             subject_id,
@@ -322,6 +349,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
             session_id=body.session_id,
             totp=totp,
             actor=caller.id,
+            webauthn=webauthn,
         )
         uri = enrollment.otpauth_uri.reveal() if enrollment.otpauth_uri else None
         return EnrollOut(
@@ -333,6 +361,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
                 if enrollment.recovery_codes
                 else None
             ),
+            webauthn_options=enrollment.webauthn_options,
         )
 
     @v1.post(
@@ -341,11 +370,26 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         tags=["factors"],
     )
     async def confirm(
-        subject_id: PathId, factor_id: PathId, body: ConfirmIn, caller: Caller
+        subject_id: PathId,
+        factor_id: PathId,
+        body: ConfirmIn | WebAuthnConfirmIn,
+        caller: Caller,
     ) -> ConfirmOut:
-        factor = await services.factors.confirm(
-            subject_id, factor_id, code=body.code, session_id=body.session_id, actor=caller.id
-        )
+        if isinstance(body, WebAuthnConfirmIn):
+            factor = await services.factors.confirm(
+                subject_id,
+                factor_id,
+                credential=body.credential,
+                session_id=body.session_id,
+                actor=caller.id,
+            )
+            credential = (await services.webauthn.credentials(subject_id)).get(factor.id)
+            if credential is not None:
+                return ConfirmOut(factor=_factor_out(factor, _webauthn_info(services, credential)))
+        else:
+            factor = await services.factors.confirm(
+                subject_id, factor_id, code=body.code, session_id=body.session_id, actor=caller.id
+            )
         return ConfirmOut(factor=_factor_out(factor))
 
     @v1.delete("/subjects/{subject_id}/factors/{factor_id}", status_code=204, tags=["factors"])
@@ -433,6 +477,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         )
 
     app.include_router(v1)
+    app.include_router(webauthn_router(services, api_key=_api_key, responses=ERRORS))
 
     # --- operations ---------------------------------------------------------------------
 

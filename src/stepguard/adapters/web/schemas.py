@@ -239,6 +239,21 @@ class VerificationOut(Out):
 # --- factors ----------------------------------------------------------------------------
 
 
+class WebAuthnFactorInfo(Out):
+    """What StepGuard knows about a WebAuthn factor's credential (all public data)."""
+
+    aaguid: str = Field(description="The authenticator model (all zeros when not disclosed).")
+    transports: list[str]
+    discoverable: bool = Field(description="A passkey (resident key).")
+    backup_eligible: bool = Field(description="A synced passkey can be backed up.")
+    backed_up: bool
+    attestation_trusted: bool
+    hardware_bound: bool = Field(description="Counts as hwk (phrh / aal3) under this config.")
+    suspected_clone_at: datetime | None = Field(
+        description="Set when its signature counter went backwards: refused until removed."
+    )
+
+
 class FactorOut(Out):
     id: str
     type: str
@@ -247,6 +262,7 @@ class FactorOut(Out):
     created_at: datetime
     confirmed_at: datetime | None
     last_used_at: datetime | None
+    webauthn: WebAuthnFactorInfo | None = None
 
 
 class FactorList(Out):
@@ -268,7 +284,21 @@ class RecoveryCodesEnrollIn(Strict):
     session_id: Identifier | None = None
 
 
-EnrollIn = Annotated[TotpEnrollIn | RecoveryCodesEnrollIn, Field(discriminator="type")]
+class WebAuthnEnrollIn(Strict):
+    """A passkey or security key: the answer carries ``webauthn_options`` for
+    ``navigator.credentials.create()``; confirm with the browser's response."""
+
+    type: Literal["webauthn"]
+    label: Label = ""
+    session_id: Identifier | None = None
+    authenticator_attachment: Literal["platform", "cross-platform"] | None = None
+    resident_key: Literal["required", "preferred", "discouraged"] = "preferred"
+    user_verification: Literal["required", "preferred"] = "required"
+
+
+EnrollIn = Annotated[
+    TotpEnrollIn | RecoveryCodesEnrollIn | WebAuthnEnrollIn, Field(discriminator="type")
+]
 
 
 class EnrollOut(Out):
@@ -276,6 +306,11 @@ class EnrollOut(Out):
     otpauth_uri: str | None = None
     qr_svg: str | None = None
     recovery_codes: list[str] | None = None
+    webauthn_options: dict[str, Any] | None = Field(
+        default=None,
+        description="PublicKeyCredentialCreationOptions as JSON (base64url binary fields), "
+        "for PublicKeyCredential.parseCreationOptionsFromJSON().",
+    )
 
 
 class ConfirmIn(Strict):
