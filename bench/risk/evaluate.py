@@ -323,7 +323,14 @@ def git_commit() -> str:
         text=True,
         check=False,
     )
-    return done.stdout.strip() or "unknown"
+    commit = done.stdout.strip() or "unknown"
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return commit + (" + uncommitted changes under src/" if dirty.stdout.strip() else "")
 
 
 def render(
