@@ -27,7 +27,9 @@ What a simulated user looks like:
 Attacks (Freeman et al., NDSS 2016; Wiefling et al. 2022) are injected at random points of
 victims' histories, spread over the history-size buckets 1-2, 3-9, 10-49 and 50+ prior
 successful logins. Attack rows are ``Login Successful=True`` (the attacker has the password)
-and ``Learn=False`` (they never train the model):
+and ``Learn=False`` (they never train the model). Optionally
+(``SimulationConfig.attacker_failure_rate``), some attacks are preceded by failed attempts
+(``Login Successful=False``, ``Learn=False``, ``is_attack=1`` in the truth file):
 
 - ``naive``: a random country (uniform over every country the simulator knows), a random
   network there, a random browser/OS/device from the population;
@@ -629,12 +631,15 @@ def build_world(rng: random.Random) -> World:
 class SimulationConfig:
     users: int = 2000
     seed: int = 1
-    attacks_per_cell: int = 150  # per attacker class and history bucket
+    attacks_per_cell: int = 250  # per attacker class and history bucket
     login_median: float = 45.0  # logins per user over the year (log-normal median)
     login_sigma: float = 1.2
     max_logins: int = 3000
     fail_rate: float = 0.07  # successful logins preceded by a failed attempt
     trips_per_year: float = 0.8
+    # Attacks preceded by 1-3 failed attempts from the same network and client. The attacker
+    # models of Freeman et al. have none (0, the default); credential stuffing often does.
+    attacker_failure_rate: float = 0.0
 
 
 @dataclass(slots=True)
@@ -674,6 +679,7 @@ class SimulationSummary:
     rows: int
     legit_successful: int
     legit_failed: int
+    attack_failed: int  # failed attacker attempts before an attack (not in ``attacks``)
     attacks: dict[tuple[str, str], int]  # (class, bucket label) -> count
     users_by_bucket: dict[str, int]  # users whose total successful logins fall in the bucket
 
@@ -948,7 +954,14 @@ def simulate(config: SimulationConfig, *, logins_csv: Path, truth_csv: Path) -> 
                 if before - after < 1.0:
                     continue
                 ts = rng.uniform(after, before)
-                rows.append(_attack_row(rng, world, klass, uid, profiles[uid], ts, history))
+                attack = _attack_row(rng, world, klass, uid, profiles[uid], ts, history)
+                if rng.random() < config.attacker_failure_rate:
+                    # Wrong guesses first (several leaked passwords), same network and client.
+                    for attempt in range(rng.randint(1, 3), 0, -1):
+                        at = ts - attempt * rng.uniform(3, 30)
+                        if at > after:
+                            rows.append(dataclasses.replace(attack, ts=at, success=False))
+                rows.append(attack)
                 placed += 1
             attacks[(klass, bucket_label(bucket))] = placed
 
@@ -989,6 +1002,7 @@ def simulate(config: SimulationConfig, *, logins_csv: Path, truth_csv: Path) -> 
         rows=len(rows),
         legit_successful=sum(1 for r in legit if r.success),
         legit_failed=sum(1 for r in legit if not r.success),
+        attack_failed=sum(1 for r in rows if r.attack and not r.success),
         attacks=attacks,
         users_by_bucket=users_by_bucket,
     )

@@ -165,10 +165,13 @@ def test_freeman_history_window_forgets_the_oldest_login() -> None:
 # --- the simulator -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("attacker_failure_rate", [0.0, 1.0])
 def test_simulation_is_deterministic_and_its_truth_matches_the_replay_rule(
-    tmp_path: Path,
+    tmp_path: Path, attacker_failure_rate: float
 ) -> None:
-    config = SimulationConfig(users=25, seed=7, attacks_per_cell=2)
+    config = SimulationConfig(
+        users=25, seed=7, attacks_per_cell=2, attacker_failure_rate=attacker_failure_rate
+    )
     first = simulate(config, logins_csv=tmp_path / "a.csv", truth_csv=tmp_path / "a-truth.csv")
     simulate(config, logins_csv=tmp_path / "b.csv", truth_csv=tmp_path / "b-truth.csv")
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
@@ -188,10 +191,16 @@ def test_simulation_is_deterministic_and_its_truth_matches_the_replay_rule(
         user = login["User ID"]
         assert int(fact["history_size_at_that_point"]) == trusted[user]
         if fact["is_attack"] == "1":
-            assert (login["Login Successful"], login["Learn"]) == ("True", "False")
+            assert login["Learn"] == "False"
+            assert fact["login_successful"] == ("1" if login["Login Successful"] == "True" else "0")
             assert fact["attacker_class"] in ("naive", "vpn", "targeted", "very_targeted")
         else:
             assert login["Learn"] == "True"
         if login["Login Successful"] == "True" and login["Learn"] == "True":
             trusted[user] += 1
-    assert sum(first.attacks.values()) == sum(1 for f in truth if f["is_attack"] == "1")
+    attack_rows = [f for f in truth if f["is_attack"] == "1"]
+    assert sum(first.attacks.values()) == sum(
+        1 for f in attack_rows if f["login_successful"] == "1"
+    )
+    assert first.attack_failed == sum(1 for f in attack_rows if f["login_successful"] == "0")
+    assert (first.attack_failed > 0) == (attacker_failure_rate > 0)
