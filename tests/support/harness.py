@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -135,7 +135,11 @@ class Harness:
 
 
 async def start_harness(
-    database_url: str, *, policy: str = TEST_POLICY, risk: RiskAssessor | None = None
+    database_url: str,
+    *,
+    policy: str = TEST_POLICY,
+    risk: RiskAssessor | None = None,
+    risk_engine: Literal["live", "static"] = "static",
 ) -> tuple[Harness, Runtime]:
     await migrate(database_url)
     settings = Settings(
@@ -143,6 +147,7 @@ async def start_harness(
         secret_keys=[SecretBox.generate_key()],  # type: ignore[list-item]
         policy_file=Path("unused.yaml"),
         api_key_cache_seconds=0,
+        risk_engine=risk_engine,
     )
     clock = ManualClock()
     runtime = build_runtime(

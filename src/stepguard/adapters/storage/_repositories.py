@@ -79,6 +79,7 @@ from stepguard.service.ports import (
     SessionRepository,
     SubjectRepository,
 )
+from stepguard.service.risk_ports import RiskRepository
 
 __all__ = ["ReadOnlyTransactionError", "SqlUnitOfWork", "canonical_audit_event"]
 
@@ -889,6 +890,7 @@ class SqlUnitOfWork:
         "challenges",
         "factors",
         "grants",
+        "risk",
         "sessions",
         "subjects",
     )
@@ -900,6 +902,7 @@ class SqlUnitOfWork:
     grants: GrantRepository
     api_keys: ApiKeyRepository
     audit: AuditLog
+    risk: RiskRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -911,6 +914,7 @@ class SqlUnitOfWork:
         self.grants = SqlGrantRepository(connection)
         self.api_keys = SqlApiKeyRepository(connection)
         self.audit = SqlAuditLog(connection)
+        self.risk = SqlRiskRepository(connection)
 
     @property
     def connection(self) -> AsyncConnection:
@@ -924,3 +928,7 @@ class SqlUnitOfWork:
         callers must not write through ``Store.read()``.
         """
         return await self._connection.run(statement, params)
+
+
+# At the end: _risk imports _Connection from this module.
+from stepguard.adapters.storage._risk import SqlRiskRepository  # noqa: E402
