@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import os
 import platform
@@ -333,22 +334,49 @@ def git_commit() -> str:
     return commit + (" + uncommitted changes under src/" if dirty.stdout.strip() else "")
 
 
-def render(
-    *,
-    command: str,
-    config: SimulationConfig,
-    summary: SimulationSummary,
-    runs: dict[str, ModelRun],
-    cells: Sequence[Cell],
-    truth: Truth,
-    simulate_seconds: float,
-    cli_status: str,
-) -> str:
-    models = [
-        name for name in (*CLI_MODELS, BASELINE) if runs.get(name) and runs[name].scores is not None
-    ]
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Evaluation:
+    config: SimulationConfig
+    summary: SimulationSummary
+    truth: Truth
+    runs: dict[str, ModelRun]
+    cells: list[Cell]
+    simulate_seconds: float
+    cli_status: str
+
+    @property
+    def models(self) -> list[str]:
+        return [
+            name
+            for name in (*CLI_MODELS, BASELINE)
+            if name in self.runs and self.runs[name].scores is not None
+        ]
+
+
+def rows_line(summary: SimulationSummary, config: SimulationConfig) -> str:
     attacks = sum(summary.attacks.values())
     per_cell = ", ".join(f"{k[0]}/{k[1]}: {v}" for k, v in summary.attacks.items())
+    return (
+        f"- Rows: {summary.rows:,} = {summary.legit_successful:,} legitimate successful + "
+        f"{summary.legit_failed:,} legitimate failed + {attacks:,} attacks ({per_cell})"
+        + (
+            f" + {summary.attack_failed:,} failed attacker attempts before them "
+            f"(attacker failure rate {config.attacker_failure_rate:g}; not measured)"
+            if summary.attack_failed
+            else ""
+        )
+    )
+
+
+def render(*, command: str, main: Evaluation, variant: Evaluation | None) -> str:
+    config, summary, runs, cells, truth = (
+        main.config,
+        main.summary,
+        main.runs,
+        main.cells,
+        main.truth,
+    )
+    models = main.models
     lines = [
         "# Risk engine evaluation",
         "",
@@ -361,26 +389,19 @@ def render(
         f"(median {config.login_median:g}, sigma {config.login_sigma:g}), failed-attempt rate "
         f"{config.fail_rate:g}, {config.trips_per_year:g} trips per user-year; "
         f"{config.attacks_per_cell} attacks per attacker class and history bucket",
-        f"- Rows: {summary.rows:,} = {summary.legit_successful:,} legitimate successful + "
-        f"{summary.legit_failed:,} legitimate failed + {attacks:,} attacks ({per_cell})"
-        + (
-            f" + {summary.attack_failed:,} failed attacker attempts before them "
-            f"(attacker failure rate {config.attacker_failure_rate:g}; not measured)"
-            if summary.attack_failed
-            else ""
-        ),
+        rows_line(summary, config),
         "- Users by total successful logins: "
         + ", ".join(f"{k}: {v}" for k, v in summary.users_by_bucket.items()),
         f"- Legitimate logins in the metrics (successful, at least one prior login): "
         f"{int((~truth.is_attack & truth.success & (truth.history >= 1)).sum()):,}",
-        f"- Wall time: simulate {simulate_seconds:.1f} s; "
+        f"- Wall time: simulate {main.simulate_seconds:.1f} s; "
         + "; ".join(
             f"{r.name} {r.seconds:.1f} s" + (f" ({r.note})" if r.note else "")
             for r in runs.values()
         ),
     ]
-    if cli_status:
-        lines.append(f"- `stepguard risk replay` unavailable: {cli_status}. Baseline only.")
+    if main.cli_status:
+        lines.append(f"- `stepguard risk replay` unavailable: {main.cli_status}. Baseline only.")
     for r in runs.values():
         if r.missing:
             lines.append(f"- {r.name}: {r.missing} rows without a score (counted as riskiest)")
@@ -402,6 +423,23 @@ def render(
         "",
         *agreement(runs, cells, truth),
         "",
+    ]
+    if variant is not None:
+        rate = variant.config.attacker_failure_rate
+        lines += [
+            f"## Variant: attackers who fail first (attacker failure rate {rate:g})",
+            "",
+            f"The same simulation (same seed), except that a share {rate:g} of the attacks is",
+            "preceded by 1 to 3 failed attempts from the same network and client (an attacker",
+            "trying several leaked passwords). Freeman et al.'s attacker models have none; the",
+            "engine's failure-velocity signals can only show their worth when there are some.",
+            "",
+            rows_line(variant.summary, variant.config),
+            "",
+            *class_table(variant.cells, variant.models),
+            "",
+        ]
+    lines += [
         "## How to read this",
         "",
         "Attacks are positives and legitimate logins negatives; a login is challenged when its",
@@ -446,6 +484,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "risk" / "RESULTS.md")
     parser.add_argument("--timeout", type=float, default=3600.0, help="per CLI run, seconds")
     parser.add_argument("--no-write", action="store_true", help="print only; keep RESULTS.md")
+    parser.add_argument(
+        "--variant-failures",
+        type=float,
+        default=0.5,
+        help="also run the same simulation with this attacker failure rate and report it "
+        "(default 0.5; 0: no variant)",
+    )
     args = parser.parse_args(argv)
 
     config = SimulationConfig(
@@ -455,8 +500,44 @@ def main(argv: Sequence[str] | None = None) -> None:
         login_median=args.login_median,
         attacker_failure_rate=args.attacker_failures,
     )
+    models = [m for m in args.models.split(",") if m]
     max_history: int | None = args.max_history or None
-    logins, truth_path = args.work / "logins.csv", args.work / "truth.csv"
+
+    def once(config: SimulationConfig, work: Path) -> Evaluation:
+        return evaluate_once(
+            config,
+            work=work,
+            models=models,
+            stepguard=args.stepguard,
+            max_history=max_history,
+            timeout=args.timeout,
+        )
+
+    main_run = once(config, args.work)
+    variant = None
+    if args.variant_failures > 0 and args.attacker_failures == 0:
+        failing = dataclasses.replace(config, attacker_failure_rate=args.variant_failures)
+        variant = once(failing, args.work / "variant")
+    command = ".venv/bin/python bench/risk/evaluate.py " + shlex.join(
+        sys.argv[1:] if argv is None else list(argv)
+    )
+    text = render(command=command.strip(), main=main_run, variant=variant)
+    print(text)
+    if not args.no_write:
+        args.results.write_text(text, encoding="utf-8")
+        print(f"wrote {args.results}")
+
+
+def evaluate_once(
+    config: SimulationConfig,
+    *,
+    work: Path,
+    models: Sequence[str],
+    stepguard: Path,
+    max_history: int | None,
+    timeout: float,
+) -> Evaluation:
+    logins, truth_path = work / "logins.csv", work / "truth.csv"
     started = time.perf_counter()
     summary = simulate(config, logins_csv=logins, truth_csv=truth_path)
     simulate_seconds = time.perf_counter() - started
@@ -464,44 +545,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     truth = read_truth(truth_path)
 
     runs: dict[str, ModelRun] = {}
-    wanted = [m for m in args.models.split(",") if m]
-    cli_status = cli_available(args.stepguard) if wanted else "not requested (--models '')"
+    cli_status = cli_available(stepguard) if models else "not requested (--models '')"
     if not cli_status:
-        for model in wanted:
+        for model in models:
+            output = work / f"scores-{model}.csv"
             runs[model] = run_cli(
-                args.stepguard,
-                model,
-                logins,
-                args.work / f"scores-{model}.csv",
-                truth,
-                max_history=max_history,
-                timeout=args.timeout,
+                stepguard, model, logins, output, truth, max_history=max_history, timeout=timeout
             )
     else:
         print(f"stepguard risk replay unavailable: {cli_status}", flush=True)
     runs[BASELINE] = run_baseline(logins, truth, max_history=max_history)
-
     cells: list[Cell] = []
     for run in runs.values():
         if run.scores is not None:
             cells += cells_for(run.name, run.scores, truth)
-    command = ".venv/bin/python bench/risk/evaluate.py " + shlex.join(
-        sys.argv[1:] if argv is None else list(argv)
-    )
-    text = render(
-        command=command.strip(),
+    return Evaluation(
         config=config,
         summary=summary,
+        truth=truth,
         runs=runs,
         cells=cells,
-        truth=truth,
         simulate_seconds=simulate_seconds,
         cli_status=cli_status,
     )
-    print(text)
-    if not args.no_write:
-        args.results.write_text(text, encoding="utf-8")
-        print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":
