@@ -51,6 +51,10 @@ class RiskConfig:
     travel_max_kmh: float = 1000.0
     travel_min_km: float = 200.0
     travel_weight: float = 3.0
+    # Time of day and action are weaker evidence (24 buckets; actions are learned only from
+    # satisfied step-ups): their log ratio is clamped to +-cap.
+    time_of_day_cap: float = 1.0
+    action_cap: float = 1.0
     new_device_weight: float = 1.0
     known_device_weight: float = -1.0
     reputation_weights: Mapping[str, float] = field(default_factory=_default_reputation_weights)
@@ -179,6 +183,7 @@ def _flat_signal(
     *,
     alpha: float,
     what: str,
+    cap: float,
 ) -> Signal:
     r = hierarchy_ratio(
         name, (key,), user=profile.counts, user_logins=profile.logins,
@@ -187,22 +192,37 @@ def _flat_signal(
     reason = (
         f"unusual {what} for this subject" if r.unfamiliar_level is not None else f"usual {what}"
     )
-    return Signal(name=name, value=r.ratio, contribution=math.log(r.ratio), reason=reason)
+    contribution = max(-cap, min(cap, math.log(r.ratio)))
+    return Signal(name=name, value=r.ratio, contribution=contribution, reason=reason)
 
 
 def time_of_day_signal(
-    features: LoginFeatures, profile: Profile, population: Population, *, alpha: float
+    features: LoginFeatures, profile: Profile, population: Population, *, config: RiskConfig
 ) -> Signal:
+    """The hour (UTC) as a one-level Freeman feature, clamped to +-``time_of_day_cap``."""
     return _flat_signal(
-        "time_of_day", features.hour_keys()[0], profile, population, alpha=alpha, what="hour"
+        "time_of_day",
+        features.hour_keys()[0],
+        profile,
+        population,
+        alpha=config.alpha,
+        what="hour",
+        cap=config.time_of_day_cap,
     )
 
 
 def action_signal(
-    features: LoginFeatures, profile: Profile, population: Population, *, alpha: float
+    features: LoginFeatures, profile: Profile, population: Population, *, config: RiskConfig
 ) -> Signal:
+    """The action as a one-level Freeman feature, clamped to +-``action_cap``."""
     return _flat_signal(
-        "action", features.action_keys()[0], profile, population, alpha=alpha, what="action"
+        "action",
+        features.action_keys()[0],
+        profile,
+        population,
+        alpha=config.alpha,
+        what="action",
+        cap=config.action_cap,
     )
 
 
@@ -332,8 +352,8 @@ def assess(inputs: RiskInputs, config: RiskConfig) -> RiskAssessment:
     if profile is not None and population is not None:
         signals.append(behaviour_signal(features, profile, population, alpha=config.alpha))
         if config.model is RiskModel.FULL:
-            signals.append(time_of_day_signal(features, profile, population, alpha=config.alpha))
-            signals.append(action_signal(features, profile, population, alpha=config.alpha))
+            signals.append(time_of_day_signal(features, profile, population, config=config))
+            signals.append(action_signal(features, profile, population, config=config))
 
     alert_floor = 0.0
     if config.model is RiskModel.FULL:
