@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 
@@ -139,15 +139,17 @@ async def start_harness(
     *,
     policy: str = TEST_POLICY,
     risk: RiskAssessor | None = None,
-    risk_engine: Literal["live", "static"] = "static",
+    settings_overrides: dict[str, Any] | None = None,
 ) -> tuple[Harness, Runtime]:
+    """The real app over a real store. The risk engine is static unless the overrides say
+    ``risk_engine="live"``."""
     await migrate(database_url)
     settings = Settings(
         database_url=database_url,
         secret_keys=[SecretBox.generate_key()],  # type: ignore[list-item]
         policy_file=Path("unused.yaml"),
         api_key_cache_seconds=0,
-        risk_engine=risk_engine,
+        **{"risk_engine": "static", **(settings_overrides or {})},
     )
     clock = ManualClock()
     runtime = build_runtime(

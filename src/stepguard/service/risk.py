@@ -214,6 +214,16 @@ class RiskEngine:
             subjects=known[SUBJECTS_KEY][0] if SUBJECTS_KEY in known else 0,
         )
 
+    def _stale_population(self, keys: Sequence[str]) -> Population | None:
+        known = self._population
+        if LOGINS_KEY not in known or SUBJECTS_KEY not in known:
+            return None
+        return Population(
+            counts={k: known[k][0] for k in keys if k in known},
+            logins=known[LOGINS_KEY][0],
+            subjects=known[SUBJECTS_KEY][0],
+        )
+
     # --- RiskAssessor -----------------------------------------------------------------
 
     async def assess(
@@ -235,20 +245,29 @@ class RiskEngine:
         timeout = self._s.source_timeout_seconds
         profile: Profile | None = None
         alerts: tuple[Alert, ...] | None = None
+        snapshot: _Snapshot | None = None
         try:
             snapshot = await asyncio.wait_for(self._snapshot(subject.id, now), timeout)
+        except Exception as error:
+            # Degraded. The last snapshot, however old, keeps the signals it supports (its
+            # alerts included), so a failing database does not make a known risk disappear.
+            failed.append("history")
+            snapshot = self._snapshots.get(subject.id)
+            self._on_error("risk.history", error)
+        if snapshot is not None:
             profile = snapshot.profile
             alerts = tuple(
                 Alert(id=a.id, score=a.score, reason=a.reason)
                 for a in snapshot.alerts
                 if a.active(now)
             )
-        except Exception as error:
-            self._on_error("risk.history", error)
         population: Population | None = None
+        keys = features.all_keys()
         try:
-            population = await asyncio.wait_for(self._counts(features.all_keys(), at), timeout)
+            population = await asyncio.wait_for(self._counts(keys, at), timeout)
         except Exception as error:
+            failed.append("population")
+            population = self._stale_population(keys)
             self._on_error("risk.population", error)
         velocity = Velocity(
             subject_failures=self._failures.count("s:" + subject.id, at),

@@ -345,9 +345,9 @@ def assess(inputs: RiskInputs, config: RiskConfig) -> RiskAssessment:
     failed = list(inputs.failed_sources)
     signals: list[Signal] = []
     profile, population = inputs.profile, inputs.population
-    if profile is None:
+    if profile is None and "history" not in failed:
         failed.append("history")
-    if population is None:
+    if population is None and "population" not in failed:
         failed.append("population")
     if profile is not None and population is not None:
         signals.append(behaviour_signal(features, profile, population, alpha=config.alpha))
