@@ -64,6 +64,9 @@ def geo_and_lists(tmp_path: Path) -> dict[str, Any]:
         "risk_lists_dir": lists,
         "risk_cache_seconds": 0,
         "risk_population_cache_seconds": 0,
+        # Generous: a loaded CI machine must not turn a slow first read into degradation.
+        "risk_source_timeout_seconds": 10.0,
+        "risk_timeout_seconds": 20.0,
     }
 
 
