@@ -186,7 +186,8 @@ def cli_available(stepguard: Path) -> str:
         timeout=120,
     )
     if probe.returncode != 0:
-        return (probe.stderr or probe.stdout).strip().splitlines()[-1]
+        said = (probe.stderr or probe.stdout).strip().splitlines()
+        return said[-1] if said else f"`stepguard risk replay --help` exited {probe.returncode}"
     for option in ("--model", "--output"):
         if option not in probe.stdout:
             return f"`stepguard risk replay` has no {option} option"
