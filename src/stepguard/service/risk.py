@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from stepguard.core.model import Challenge, Session, Subject
 from stepguard.core.risk import LOW_RISK, RiskAssessment
@@ -50,6 +51,14 @@ from stepguard.core.risk.model import (
 from stepguard.core.risk.velocity import DistinctCounter, SlidingCounter
 from stepguard.service.ports import Store
 from stepguard.service.risk_ports import AgentParser, GeoLocator, IpReputation
+
+
+@lru_cache(maxsize=65536)
+def _normal_ip(ip: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(ip))
+    except ValueError:
+        return None
 
 
 class StaticRiskAssessor:
@@ -153,20 +162,21 @@ class RiskEngine:
         place = Place()
         categories: frozenset[str] | None = frozenset()
         if ip:
-            try:
-                place = self._geo.locate(ip)
-            except Exception as error:
-                failed.append("geo")
-                self._on_error("risk.geo", error)
-            try:
-                categories = self._reputation.categories(ip)
-            except Exception as error:
-                categories = None
-                self._on_error("risk.reputation", error)
-            try:
-                ip = str(ipaddress.ip_address(ip))
-            except ValueError:
+            normal = _normal_ip(ip)
+            if normal is None:  # unparsable: nothing can be looked up; fail closed
                 failed.append("ip address")
+            else:
+                ip = normal
+                try:
+                    place = self._geo.locate(ip)
+                except Exception as error:
+                    failed.append("geo")
+                    self._on_error("risk.geo", error)
+                try:
+                    categories = self._reputation.categories(ip)
+                except Exception as error:
+                    categories = None
+                    self._on_error("risk.reputation", error)
         try:
             agent = self._agents.parse(user_agent or "")
         except Exception as error:
@@ -180,11 +190,14 @@ class RiskEngine:
 
     # --- cached reads -----------------------------------------------------------------
 
-    async def _snapshot(self, subject_id: str, now: datetime) -> _Snapshot:
-        at = now.timestamp()
+    def _fresh_snapshot(self, subject_id: str, at: float) -> _Snapshot | None:
         cached = self._snapshots.get(subject_id)
         if cached is not None and at - cached.fetched < self._s.cache_seconds:
             return cached
+        return None
+
+    async def _snapshot(self, subject_id: str, now: datetime) -> _Snapshot:
+        at = now.timestamp()
         async with self._store.lookup() as uow:
             events = await uow.risk.history(subject_id, limit=self._s.history_size)
             alerts = await uow.risk.alerts(subject_id, at=now)
@@ -195,31 +208,28 @@ class RiskEngine:
             self._snapshots.popitem(last=False)
         return snapshot
 
-    async def _counts(self, keys: Sequence[str], at: float) -> Population:
+    def _missing_counts(self, keys: Sequence[str], at: float) -> list[str]:
         ttl = self._s.population_cache_seconds
         known = self._population
-        wanted = [*keys, LOGINS_KEY, SUBJECTS_KEY]
-        missing = [k for k in wanted if (hit := known.get(k)) is None or at - hit[1] >= ttl]
-        if missing:
-            async with self._store.lookup() as uow:
-                found = await uow.risk.counts(missing)
-            for key in missing:
-                known[key] = (found.get(key, 0), at)
-            if len(known) > 1_000_000:
-                known.clear()
-        counts = {k: known[k][0] for k in keys if k in known}
-        return Population(
-            counts=counts,
-            logins=known[LOGINS_KEY][0] if LOGINS_KEY in known else 0,
-            subjects=known[SUBJECTS_KEY][0] if SUBJECTS_KEY in known else 0,
-        )
+        return [
+            k
+            for k in (*keys, LOGINS_KEY, SUBJECTS_KEY)
+            if (hit := known.get(k)) is None or at - hit[1] >= ttl
+        ]
 
-    def _stale_population(self, keys: Sequence[str]) -> Population | None:
+    async def _counts(self, missing: Sequence[str], at: float) -> None:
+        async with self._store.lookup() as uow:
+            found = await uow.risk.counts(missing)
         known = self._population
-        if LOGINS_KEY not in known or SUBJECTS_KEY not in known:
-            return None
+        if len(known) > 1_000_000:
+            known.clear()
+        for key in missing:
+            known[key] = (found.get(key, 0), at)
+
+    def _known_population(self, keys: Sequence[str]) -> Population:
+        known = self._population
         return Population(
-            counts={k: known[k][0] for k in keys if k in known},
+            counts={k: hit[0] for k in keys if (hit := known.get(k)) is not None},
             logins=known[LOGINS_KEY][0],
             subjects=known[SUBJECTS_KEY][0],
         )
@@ -245,15 +255,18 @@ class RiskEngine:
         timeout = self._s.source_timeout_seconds
         profile: Profile | None = None
         alerts: tuple[Alert, ...] | None = None
-        snapshot: _Snapshot | None = None
-        try:
-            snapshot = await asyncio.wait_for(self._snapshot(subject.id, now), timeout)
-        except Exception as error:
-            # Degraded. The last snapshot, however old, keeps the signals it supports (its
-            # alerts included), so a failing database does not make a known risk disappear.
-            failed.append("history")
-            snapshot = self._snapshots.get(subject.id)
-            self._on_error("risk.history", error)
+        # Warm caches answer without awaiting anything; a miss reads the store, bounded by
+        # the per-source timeout.
+        snapshot = self._fresh_snapshot(subject.id, at)
+        if snapshot is None:
+            try:
+                snapshot = await asyncio.wait_for(self._snapshot(subject.id, now), timeout)
+            except Exception as error:
+                # Degraded. The last snapshot, however old, keeps the signals it supports (its
+                # alerts included), so a failing database does not make a known risk vanish.
+                failed.append("history")
+                snapshot = self._snapshots.get(subject.id)
+                self._on_error("risk.history", error)
         if snapshot is not None:
             profile = snapshot.profile
             alerts = tuple(
@@ -263,12 +276,15 @@ class RiskEngine:
             )
         population: Population | None = None
         keys = features.all_keys()
-        try:
-            population = await asyncio.wait_for(self._counts(keys, at), timeout)
-        except Exception as error:
-            failed.append("population")
-            population = self._stale_population(keys)
-            self._on_error("risk.population", error)
+        missing = self._missing_counts(keys, at)
+        if missing:
+            try:
+                await asyncio.wait_for(self._counts(missing, at), timeout)
+            except Exception as error:
+                failed.append("population")
+                self._on_error("risk.population", error)
+        if LOGINS_KEY in self._population and SUBJECTS_KEY in self._population:
+            population = self._known_population(keys)
         velocity = Velocity(
             subject_failures=self._failures.count("s:" + subject.id, at),
             ip_failures=self._failures.count("i:" + features.ip, at) if features.ip else 0,

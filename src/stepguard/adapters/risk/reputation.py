@@ -117,6 +117,8 @@ class CidrLists:
             self._refresh()
         if self._error is not None:
             raise ReputationUnavailableError(self._error)
+        if not self._lists:
+            return frozenset()
         address = ipaddress.ip_address(ip)
         value, version = int(address), address.version
         return frozenset(

@@ -10,6 +10,7 @@ and ``p(x_j | x_(j+1))`` is a ratio of counts.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 _SEP: Final = "\x1f"
@@ -18,8 +19,11 @@ IP_LEVELS: Final = ("ip", "asn", "country")
 UA_LEVELS: Final = ("user_agent", "browser", "os", "device_type")
 
 
+@lru_cache(maxsize=65536)
 def path_keys(feature: str, levels: tuple[str, ...], values: tuple[str, ...]) -> tuple[str, ...]:
-    """Count keys for each level, coarsest first: ``feature.level:value|parent|...``."""
+    """Count keys for each level, coarsest first: ``feature.level:value|parent|...``.
+
+    Memoized (a bounded LRU): the same users, networks and browsers come back."""
     keys: list[str] = []
     for i in range(len(values) - 1, -1, -1):
         keys.append(f"{feature}.{levels[i]}:{_SEP.join(values[i:])}")
