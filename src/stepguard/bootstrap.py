@@ -25,10 +25,12 @@ from stepguard.core.lockout import LockoutPolicy
 from stepguard.core.policy.loader import load_policy
 from stepguard.core.policy.model import CompiledPolicy
 from stepguard.core.ports import Rng
+from stepguard.core.risk import LevelThresholds, RiskLevel
+from stepguard.core.risk.engine import RiskConfig, RiskModel
 from stepguard.service.container import Services
 from stepguard.service.deps import Deps, PolicyHolder, ServiceConfig
 from stepguard.service.ports import Clock, RiskAssessor
-from stepguard.service.risk import StaticRiskAssessor
+from stepguard.service.risk import EngineSettings, StaticRiskAssessor
 from stepguard.settings import Settings
 
 
@@ -84,6 +86,35 @@ def service_config(settings: Settings) -> ServiceConfig:
     )
 
 
+def risk_thresholds(settings: Settings) -> LevelThresholds:
+    try:
+        return LevelThresholds(
+            medium=settings.risk_threshold_medium,
+            high=settings.risk_threshold_high,
+            critical=settings.risk_threshold_critical,
+        )
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
+
+
+def engine_settings(settings: Settings) -> EngineSettings:
+    config = RiskConfig(
+        model=RiskModel(settings.risk_model),
+        thresholds=risk_thresholds(settings),
+        degraded_level=RiskLevel.parse(settings.risk_degraded_level),
+        travel_max_kmh=settings.risk_travel_max_kmh,
+        travel_min_km=settings.risk_travel_min_km,
+    )
+    return EngineSettings(
+        config=config,
+        history_size=settings.risk_history_size,
+        cache_seconds=settings.risk_cache_seconds,
+        population_cache_seconds=settings.risk_population_cache_seconds,
+        source_timeout_seconds=settings.risk_source_timeout_seconds,
+        velocity_window_seconds=settings.risk_velocity_window_seconds,
+    )
+
+
 def secret_box(settings: Settings) -> SecretBox:
     """The encryption keys for factor secrets; refuses to run without a valid one."""
     if not settings.secret_keys:
@@ -95,6 +126,25 @@ def secret_box(settings: Settings) -> SecretBox:
         return SecretBox([key.get_secret_value() for key in settings.secret_keys])
     except ValueError as error:
         raise ConfigurationError(str(error)) from None
+
+
+def risk_engine(settings: Settings, store: SqlStore, observer: MetricsObserver) -> RiskAssessor:
+    """The live risk engine (or the static one when ``risk_engine`` is ``static``)."""
+    if settings.risk_engine == "static":
+        return StaticRiskAssessor()
+    from stepguard.adapters.risk.geo import geo_locator
+    from stepguard.adapters.risk.reputation import CidrLists
+    from stepguard.adapters.risk.useragent import UaParser
+    from stepguard.service.risk import RiskEngine
+
+    return RiskEngine(
+        store=store,
+        geo=geo_locator(settings.risk_geo_databases),
+        reputation=CidrLists(settings.risk_lists_dir),
+        agents=UaParser(),
+        settings=engine_settings(settings),
+        on_error=lambda where, error: observer.fail_closed(where=where, error=error),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,16 +166,21 @@ def build_runtime(
     """Wire everything. Tests pass their own clock, risk port or policy; nothing else differs."""
     store = SqlStore(settings.database_url, secret_box=secret_box(settings))
     metrics = Metrics()
+    observer = MetricsObserver(metrics)
     deps = Deps(
         store=store,
         clock=clock or SystemClock(),
         rng=rng or SystemRng(),
         policy=PolicyHolder(policy or load_policy_file(settings.policy_file)),
-        risk=risk or StaticRiskAssessor(),
+        risk=risk or risk_engine(settings, store, observer),
         config=service_config(settings),
-        observer=MetricsObserver(metrics),
+        observer=observer,
     )
-    services = Services.build(deps, api_key_cache_seconds=settings.api_key_cache_seconds)
+    services = Services.build(
+        deps,
+        api_key_cache_seconds=settings.api_key_cache_seconds,
+        risk_thresholds=risk_thresholds(settings),
+    )
     return Runtime(settings=settings, store=store, services=services, metrics=metrics)
 
 

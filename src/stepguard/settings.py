@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import (
@@ -57,6 +57,22 @@ class Settings(BaseSettings):
     webauthn_timeout_seconds: int = Field(default=300, ge=10, le=3600)
     webauthn_hardware_aaguids: list[str] = Field(default_factory=list)
     webauthn_attestation_roots: list[Path] = Field(default_factory=list)
+    # The risk engine (docs/risk.md). "static": every request is low risk (tests, opt-out).
+    risk_engine: Literal["live", "static"] = "live"
+    risk_model: Literal["full", "freeman"] = "full"
+    risk_history_size: int = Field(default=100, ge=1, le=10_000)
+    risk_cache_seconds: float = Field(default=5.0, ge=0)
+    risk_population_cache_seconds: float = Field(default=60.0, ge=0)
+    risk_source_timeout_seconds: float = Field(default=0.2, gt=0)
+    risk_geo_databases: list[Path] = Field(default_factory=list)  # .mmdb files; else geoip2fast
+    risk_lists_dir: Path | None = None  # <category>.txt CIDR lists, reloaded on change
+    risk_threshold_medium: float = Field(default=0.5, gt=0, lt=1)
+    risk_threshold_high: float = Field(default=0.8, gt=0, lt=1)
+    risk_threshold_critical: float = Field(default=0.95, gt=0, le=1)
+    risk_degraded_level: Literal["medium", "high", "critical"] = "high"
+    risk_travel_max_kmh: float = Field(default=1000.0, gt=0)
+    risk_travel_min_km: float = Field(default=200.0, ge=0)
+    risk_velocity_window_seconds: float = Field(default=900.0, gt=0)
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     api_key_cache_seconds: float = Field(default=5.0, ge=0)

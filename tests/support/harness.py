@@ -139,16 +139,17 @@ async def start_harness(
     *,
     policy: str = TEST_POLICY,
     risk: RiskAssessor | None = None,
-    overrides: dict[str, Any] | None = None,
+    settings_overrides: dict[str, Any] | None = None,
 ) -> tuple[Harness, Runtime]:
-    """``overrides``: more ``Settings`` fields (e.g. the WebAuthn relying party)."""
+    """The real app over a real store. The risk engine is static unless the overrides say
+    ``risk_engine="live"``."""
     await migrate(database_url)
     settings = Settings(
         database_url=database_url,
         secret_keys=[SecretBox.generate_key()],  # type: ignore[list-item]
         policy_file=Path("unused.yaml"),
         api_key_cache_seconds=0,
-        **(overrides or {}),
+        **{"risk_engine": "static", **(settings_overrides or {})},
     )
     clock = ManualClock()
     runtime = build_runtime(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stepguard.core.risk import LevelThresholds
 from stepguard.service.apikeys import ApiKeyService
 from stepguard.service.audit import AuditService
 from stepguard.service.decisions import DecisionService
 from stepguard.service.deps import Deps
 from stepguard.service.factors import FactorService
+from stepguard.service.risk_alerts import RiskAlertService
 from stepguard.service.sessions import SessionService
 from stepguard.service.subjects import SubjectService
 from stepguard.service.verification import VerificationService
@@ -26,9 +28,16 @@ class Services:
     api_keys: ApiKeyService
     audit: AuditService
     webauthn: WebAuthnService
+    risk_alerts: RiskAlertService
 
     @classmethod
-    def build(cls, deps: Deps, *, api_key_cache_seconds: float = 5.0) -> Services:
+    def build(
+        cls,
+        deps: Deps,
+        *,
+        api_key_cache_seconds: float = 5.0,
+        risk_thresholds: LevelThresholds | None = None,
+    ) -> Services:
         return cls(
             deps=deps,
             subjects=SubjectService(deps),
@@ -39,4 +48,5 @@ class Services:
             api_keys=ApiKeyService(deps, cache_seconds=api_key_cache_seconds),
             audit=AuditService(deps),
             webauthn=WebAuthnService(deps),
+            risk_alerts=RiskAlertService(deps, thresholds=risk_thresholds or LevelThresholds()),
         )

@@ -35,6 +35,7 @@ class DecisionRequest:
     ip: str | None = None
     user_agent: str | None = None
     grant: str | None = None
+    device_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +112,7 @@ class DecisionService:
                     ip=request.ip,
                     user_agent=request.user_agent,
                     now=now,
+                    device_id=request.device_id,
                 ),
                 timeout=self._deps.config.risk_timeout_seconds,
             )
@@ -152,7 +154,7 @@ class DecisionService:
             "resource": request.resource,
             "rule": decision.rule,
             "reasons": list(decision.reasons),
-            "risk": {"score": risk.score, "level": risk.level.label, "degraded": risk.degraded},
+            "risk": risk.details(),
             "ip": request.ip,
         }
         if isinstance(decision, Deny):

@@ -33,6 +33,7 @@ from stepguard.core.model import (
     WebAuthnCredential,
 )
 from stepguard.core.risk import RiskAssessment
+from stepguard.service.risk_ports import RiskRepository
 
 
 class Clock(Protocol):
@@ -219,6 +220,7 @@ class UnitOfWork(Protocol):
     api_keys: ApiKeyRepository
     audit: AuditLog
     webauthn: WebAuthnRepository
+    risk: RiskRepository
 
 
 class Store(Protocol):
@@ -257,4 +259,23 @@ class RiskAssessor(Protocol):
         ip: str | None,
         user_agent: str | None,
         now: datetime,
+        device_id: str | None = None,
     ) -> RiskAssessment: ...
+
+    async def learn(
+        self, *, session: Session, action: str, device_id: str | None, now: datetime
+    ) -> None:
+        """A trusted login (a session created after primary login). Never raises."""
+        ...
+
+    async def learn_step_up(self, *, challenge: Challenge, session: Session, now: datetime) -> None:
+        """A satisfied step-up: learn the request that asked for it. Never raises."""
+        ...
+
+    def failed(self, *, challenge: Challenge | None, now: datetime) -> None:
+        """A failed verification guess (velocity). ``None``: nothing to attribute."""
+        ...
+
+    def forget(self, subject_id: str) -> None:
+        """Drop anything cached about the subject (its alerts or history changed)."""
+        ...

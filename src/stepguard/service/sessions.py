@@ -37,6 +37,7 @@ class SessionService:
         user_agent: str | None,
         ttl_seconds: int | None,
         actor: str | None,
+        device_id: str | None = None,
     ) -> tuple[Session, SessionAssurance]:
         methods = parse_amr(amr)
         if not methods:
@@ -69,6 +70,7 @@ class SessionService:
                     details={"amr": [m.value for m in methods], "ip": ip},
                 )
             )
+        await self._deps.risk.learn(session=session, action="login", device_id=device_id, now=now)
         return session, summarize(session.factors)
 
     async def get(self, session_id: str) -> tuple[Session, SessionAssurance]:

@@ -142,9 +142,11 @@ class VerificationService:
                     _failure_event(challenge_id, None, proof.factor_id, failure.reason, now, actor)
                 )
         if failure is not None:
+            deps.risk.failed(challenge=challenge if failure.guess else None, now=now)
             deps.observer.verification(outcome="failure", factor_type=factor_type)
             raise VerificationFailedError()
         deps.observer.verification(outcome="success", factor_type=factor_type)
+        await deps.risk.learn_step_up(challenge=result.challenge, session=result.session, now=now)
         return result
 
     async def _attempt(

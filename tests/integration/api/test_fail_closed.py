@@ -27,6 +27,7 @@ from stepguard.core.model import Session, Subject
 from stepguard.core.risk import RiskAssessment
 from stepguard.service.decisions import FAIL_CLOSED_RULE
 from stepguard.service.ports import RiskAssessor
+from stepguard.service.risk import StaticRiskAssessor
 from support.harness import TEST_POLICY, Harness, start_harness
 from support.services import postgres_admin_url
 
@@ -175,10 +176,11 @@ async def test_a_condition_that_returns_a_non_bool_denies(database_url: str, fla
 # --- the risk port ------------------------------------------------------------------------
 
 
-class FailingRisk:
+class FailingRisk(StaticRiskAssessor):
     """A risk engine whose backend is down."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.calls = 0
 
     async def assess(
@@ -190,15 +192,17 @@ class FailingRisk:
         ip: str | None,
         user_agent: str | None,
         now: datetime,
+        device_id: str | None = None,
     ) -> RiskAssessment:
         self.calls += 1
         raise ConnectionRefusedError("risk backend refused the connection")
 
 
-class HangingRisk:
+class HangingRisk(StaticRiskAssessor):
     """A risk engine that never answers (until it is cancelled)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.cancelled = 0
 
     async def assess(
@@ -210,6 +214,7 @@ class HangingRisk:
         ip: str | None,
         user_agent: str | None,
         now: datetime,
+        device_id: str | None = None,
     ) -> RiskAssessment:
         try:
             await asyncio.Event().wait()
@@ -227,6 +232,7 @@ def assert_degraded_step_up(decision: dict[str, Any], rule: str) -> None:
         "score": 1.0,
         "level": "high",
         "reasons": ["risk assessment unavailable"],
+        "signals": [],
     }
     assert decision["requirement"]["acr"] == "aal2"
     assert decision["requirement"]["max_age"] is not None

@@ -164,7 +164,7 @@ async def wa(database_url: str, tmp_path: Path) -> AsyncIterator[WebAuthnApi]:
     harness, runtime = await start_harness(
         database_url,
         policy=POLICY,
-        overrides={
+        settings_overrides={
             "webauthn_rp_id": "localhost",
             "webauthn_origins": [ORIGIN],
             "webauthn_hardware_aaguids": [str(HARDWARE_AAGUID)],

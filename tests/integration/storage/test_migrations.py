@@ -71,7 +71,7 @@ def test_the_migrations_ship_inside_the_package() -> None:
     for name in ("env.py", "script.py.mako", "versions/0001_initial.py"):
         assert (MIGRATIONS_DIR / name).is_file(), name
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0002"]
+    assert len(script.get_heads()) == 1  # one linear history
 
 
 def test_alembic_config_needs_no_ini_and_keeps_percent_signs() -> None:

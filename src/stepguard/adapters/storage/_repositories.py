@@ -81,6 +81,7 @@ from stepguard.service.ports import (
     SubjectRepository,
     WebAuthnRepository,
 )
+from stepguard.service.risk_ports import RiskRepository
 
 __all__ = ["ReadOnlyTransactionError", "SqlUnitOfWork", "canonical_audit_event"]
 
@@ -891,6 +892,7 @@ class SqlUnitOfWork:
         "challenges",
         "factors",
         "grants",
+        "risk",
         "sessions",
         "subjects",
         "webauthn",
@@ -904,6 +906,7 @@ class SqlUnitOfWork:
     api_keys: ApiKeyRepository
     audit: AuditLog
     webauthn: WebAuthnRepository
+    risk: RiskRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -916,6 +919,7 @@ class SqlUnitOfWork:
         self.api_keys = SqlApiKeyRepository(connection)
         self.audit = SqlAuditLog(connection)
         self.webauthn = SqlWebAuthnRepository(connection)
+        self.risk = SqlRiskRepository(connection)
 
     @property
     def connection(self) -> AsyncConnection:
@@ -929,3 +933,7 @@ class SqlUnitOfWork:
         callers must not write through ``Store.read()``.
         """
         return await self._connection.run(statement, params)
+
+
+# At the end: _risk imports _Connection from this module.
+from stepguard.adapters.storage._risk import SqlRiskRepository  # noqa: E402

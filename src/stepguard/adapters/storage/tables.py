@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -36,6 +37,9 @@ __all__ = [
     "grants",
     "metadata",
     "recovery_codes",
+    "risk_alerts",
+    "risk_counts",
+    "risk_events",
     "session_factors",
     "sessions",
     "subjects",
@@ -313,4 +317,58 @@ audit_head = Table(
     Column("seq", BigInteger, nullable=False),
     Column("hash", Text, nullable=False),
     CheckConstraint(f"id = {AUDIT_HEAD_ID}", name="single_row"),
+)
+
+
+# --- the risk engine ---------------------------------------------------------------------
+
+# A subject's trusted logins (a session created, a step-up satisfied), newest last, bounded
+# per subject. ``keys`` are the count keys of stepguard.core.risk.features (JSON list).
+risk_events = Table(
+    "risk_events",
+    metadata,
+    Column("id", big_int_pk(), primary_key=True, autoincrement=True),
+    Column(
+        "subject_id",
+        Text,
+        ForeignKey("subjects.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("at", UtcDateTime, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("keys", JSON, nullable=False),
+    Column("device_id", Text, nullable=True),
+    Column("latitude", Float, nullable=True),
+    Column("longitude", Float, nullable=True),
+    Column("proxied", Boolean, nullable=False),
+    Index("ix_risk_events_subject_id_id", "subject_id", "id"),
+)
+
+# Population counts over every subject's trusted logins (the Freeman model's p(x)), plus the
+# totals under the reserved keys "#logins" and "#subjects".
+risk_counts = Table(
+    "risk_counts",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+# External alerts: a subject's risk is at least ``score`` until ``expires_at`` or clearing.
+risk_alerts = Table(
+    "risk_alerts",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column(
+        "subject_id",
+        Text,
+        ForeignKey("subjects.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("score", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("cleared_at", UtcDateTime, nullable=True),
+    Column("actor", Text, nullable=True),
 )

@@ -13,6 +13,7 @@ from stepguard import __version__
 from stepguard.adapters.observability import Metrics
 from stepguard.adapters.web.errors import install_error_handlers
 from stepguard.adapters.web.limits import RequestGuard
+from stepguard.adapters.web.risk import risk_router
 from stepguard.adapters.web.schemas import (
     IDENTIFIER_REGEX,
     AuditEventOut,
@@ -37,6 +38,7 @@ from stepguard.adapters.web.schemas import (
     RiskOut,
     SessionIn,
     SessionOut,
+    SignalOut,
     SubjectIn,
     SubjectOut,
     TotpEnrollIn,
@@ -204,6 +206,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
             user_agent=body.user_agent,
             ttl_seconds=body.ttl_seconds,
             actor=caller.id,
+            device_id=body.device_id,
         )
         return _session_out(session, assurance)
 
@@ -229,6 +232,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
                 ip=body.ip,
                 user_agent=body.user_agent,
                 grant=body.grant,
+                device_id=body.device_id,
             ),
             actor=caller.id,
         )
@@ -237,6 +241,10 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
             score=result.risk.score,
             level=result.risk.level.label,
             reasons=list(result.risk.reasons),
+            signals=[
+                SignalOut(name=s.name, value=s.value, contribution=s.contribution, reason=s.reason)
+                for s in result.risk.signals
+            ],
         )
         if isinstance(decision, StepUp):
             return DecisionOut(
@@ -478,6 +486,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
 
     app.include_router(v1)
     app.include_router(webauthn_router(services, api_key=_api_key, responses=ERRORS))
+    app.include_router(risk_router(services, api_key=_api_key, responses=ERRORS))
 
     # --- operations ---------------------------------------------------------------------
 

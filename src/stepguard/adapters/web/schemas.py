@@ -30,6 +30,11 @@ Email = Annotated[str, StringConstraints(pattern=NO_NUL, max_length=254)]
 Phone = Annotated[str, StringConstraints(pattern=NO_NUL, max_length=32)]
 IpAddress = Annotated[str, StringConstraints(pattern=NO_NUL, max_length=64)]
 GrantToken = Annotated[str, StringConstraints(pattern=NO_NUL, max_length=256)]
+DeviceId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[\x21-\x7e]{1,256}$"),
+    Field(description="An opaque, app-supplied device identifier (printable ASCII)."),
+]
 
 # RFC 8176 values, spelled out so the schema lists them (a test keeps them equal to AuthMethod).
 AmrValue = Literal[
@@ -153,6 +158,7 @@ class SessionIn(Strict):
     ip: IpAddress | None = None
     user_agent: ShortText | None = None
     ttl_seconds: Annotated[int, Field(gt=0, le=30 * 86400), JSON_INTEGER] | None = None
+    device_id: DeviceId | None = None
 
 
 class SessionOut(Out):
@@ -175,6 +181,7 @@ class DecisionIn(Strict):
     ip: IpAddress | None = None
     user_agent: ShortText | None = None
     grant: GrantToken | None = None
+    device_id: DeviceId | None = None
 
 
 class RequirementOut(Out):
@@ -184,10 +191,18 @@ class RequirementOut(Out):
     bind: bool
 
 
+class SignalOut(Out):
+    name: str
+    value: float
+    contribution: float = Field(description="Log-odds added to the score by this signal.")
+    reason: str
+
+
 class RiskOut(Out):
     score: float
     level: str
     reasons: list[str]
+    signals: list[SignalOut] = []
 
 
 class ChallengeRef(Out):
