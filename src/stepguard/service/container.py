@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 from stepguard.service.apikeys import ApiKeyService
 from stepguard.service.audit import AuditService
+from stepguard.service.challenges import ChallengeService
 from stepguard.service.decisions import DecisionService
 from stepguard.service.deps import Deps
 from stepguard.service.factors import FactorService
+from stepguard.service.pages import PageService
 from stepguard.service.sessions import SessionService
 from stepguard.service.subjects import SubjectService
 from stepguard.service.verification import VerificationService
@@ -24,16 +26,25 @@ class Services:
     factors: FactorService
     api_keys: ApiKeyService
     audit: AuditService
+    challenges: ChallengeService
+    pages: PageService
 
     @classmethod
     def build(cls, deps: Deps, *, api_key_cache_seconds: float = 5.0) -> Services:
+        decisions = DecisionService(deps)
+        verification = VerificationService(deps)
+        challenges = ChallengeService(deps)
         return cls(
             deps=deps,
             subjects=SubjectService(deps),
             sessions=SessionService(deps),
-            decisions=DecisionService(deps),
-            verification=VerificationService(deps),
+            decisions=decisions,
+            verification=verification,
             factors=FactorService(deps),
             api_keys=ApiKeyService(deps, cache_seconds=api_key_cache_seconds),
             audit=AuditService(deps),
+            challenges=challenges,
+            pages=PageService(
+                deps, challenges=challenges, verification=verification, decisions=decisions
+            ),
         )

@@ -22,6 +22,8 @@ class ServiceConfig:
     recovery_code_count: int = 10
     totp_issuer: str = "StepGuard"
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
+    page_token_ttl: timedelta = timedelta(minutes=5)
+    browser_session_ttl: timedelta = timedelta(hours=1)
 
 
 class PolicyHolder:
