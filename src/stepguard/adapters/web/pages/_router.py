@@ -36,10 +36,11 @@ from stepguard.core.errors import (
     StepUpRequiredError,
     VerificationFailedError,
 )
-from stepguard.core.model import ChallengeStatus, FactorStatus
+from stepguard.core.model import Challenge, ChallengeStatus, FactorStatus
 from stepguard.core.pages import BrowserSession, PagePurpose, csrf_token, csrf_valid
 from stepguard.service.challenges import ChallengeView
 from stepguard.service.container import Services
+from stepguard.service.factors import MANAGE_ACTION
 from stepguard.service.pages import PAGES_ACTOR, BrowserLogin
 
 __all__ = ["PagesConfig", "pages_router"]
@@ -135,6 +136,34 @@ _templates = Environment(
 )
 
 
+def _same_origin(request: Request, public_origin: str) -> bool:
+    """Whether a form post comes from the pages themselves, as far as the browser says.
+
+    ``Origin`` is checked when it names an origin. Under ``Referrer-Policy: no-referrer``
+    browsers send ``Origin: null`` even for same-origin form posts, so ``null`` counts only
+    with ``Sec-Fetch-Site: same-origin``. ``Sec-Fetch-Site``, when sent, must say
+    ``same-origin``. (The CSRF token is checked in every case.)"""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site != "same-origin":
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    if origin == "null":
+        return site == "same-origin"
+    return origin_of(origin) == public_origin
+
+
+def _summary(challenge: Challenge) -> str:
+    """What the user approves. A rule without a summary template yields the bare action name;
+    StepGuard's own action gets words instead."""
+    if challenge.summary and challenge.summary != challenge.action:
+        return challenge.summary
+    if challenge.action == MANAGE_ACTION:
+        return "Change your sign-in factors"
+    return challenge.summary or challenge.action
+
+
 def _minutes(until: datetime, now: datetime) -> int:
     return max(1, math.ceil((until - now).total_seconds() / 60))
 
@@ -200,10 +229,9 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
         """The form's text fields, or a 403 page when the CSRF token or Origin is wrong."""
         raw = await request.form()
         form = {k: v for k, v in raw.items() if isinstance(v, str)}
-        origin = request.headers.get("origin")
         value = cookie(request) or ""
         reason = None
-        if origin is not None and origin_of(origin) != config.public_origin:
+        if not _same_origin(request, config.public_origin):
             reason = "cross-origin form post"
         elif not csrf_valid(value, form.get("csrf", "")):
             reason = "missing or wrong CSRF token"
@@ -246,6 +274,7 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
             "challenge.html",
             status=status,
             challenge=view.challenge,
+            summary=_summary(view.challenge),
             totp=totp,
             recovery=recovery,
             csrf=csrf_token(value),
@@ -288,7 +317,12 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
         allowed = allowed_return(return_to)
         if view.status is ChallengeStatus.SATISFIED:
             done_url = with_query(allowed, stepguard_challenge=challenge_id) if allowed else None
-            return render("done.html", challenge=view.challenge, return_url=done_url)
+            return render(
+                "done.html",
+                challenge=view.challenge,
+                summary=_summary(view.challenge),
+                return_url=done_url,
+            )
         if view.status is ChallengeStatus.EXPIRED:
             return message("expired_challenge", 410)
         if view.status is ChallengeStatus.FAILED:
