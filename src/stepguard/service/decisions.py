@@ -17,7 +17,7 @@ from stepguard.core.binding import transaction_digest
 from stepguard.core.decision import Allow, Decision, Deny, StepUp, decide
 from stepguard.core.errors import SessionInvalidError, StepGuardError
 from stepguard.core.ids import new_id, token_hash
-from stepguard.core.model import AuditEvent, Challenge, ChallengeStatus, Session, Subject
+from stepguard.core.model import AuditEvent, Challenge, ChallengeStatus, Grant, Session, Subject
 from stepguard.core.pages import PagePurpose
 from stepguard.core.policy.model import PolicyInput
 from stepguard.core.policy.summary import render_summary
@@ -253,6 +253,7 @@ class DecisionService:
         """Use a presented grant (or the grant of a challenge satisfied on the hosted pages)
         once. ``None`` when it does not prove this transaction."""
         async with self._deps.store.transaction() as uow:
+            used: Grant | None = None
             if request.grant is not None:
                 used = await uow.grants.consume(
                     token_hash(request.grant),
@@ -262,8 +263,7 @@ class DecisionService:
                     transaction_digest=digest,
                     at=now,
                 )
-            else:
-                assert request.challenge_id is not None  # the caller checked one is given
+            elif request.challenge_id is not None:
                 used = await uow.grants.consume_for_challenge(
                     request.challenge_id,
                     subject_id=subject.id,
