@@ -643,3 +643,29 @@ async def test_account_changes_need_the_csrf_token(api: Harness) -> None:
     assert response.status_code == 403
     factors = (await api.client.get("/v1/subjects/alice/factors")).json()["factors"]
     assert len(factors) == 1
+
+
+async def test_an_expired_challenge_has_its_own_page(api: Harness) -> None:
+    u = await user(api)
+    async with browser(api) as b:
+        challenge_id, csrf = await opened(api, u, b)
+        api.clock.advance(601)  # past the challenge's ten minutes, within the cookie's hour
+        page = await b.get(f"/challenge/{challenge_id}")
+        posted = await submit(b, challenge_id, csrf, u.factor_id, api.code(u.secret))
+    assert page.status_code == posted.status_code == 410
+    assert "This request has expired" in page.text
+    assert "This request has expired" in posted.text
+    assert_page_headers(page)
+
+
+async def test_revoking_the_session_ends_the_browser_session(api: Harness) -> None:
+    u = await user(api)
+    async with browser(api) as b:
+        challenge_id, csrf = await opened(api, u, b)
+        assert (await api.client.delete(f"/v1/sessions/{u.session_id}")).status_code == 204
+        page = await b.get(f"/challenge/{challenge_id}")
+        posted = await submit(b, challenge_id, csrf, u.factor_id, api.code(u.secret))
+    assert page.status_code == posted.status_code == 403
+    assert "This link has expired" in page.text
+    status = (await api.client.get(f"/v1/challenges/{challenge_id}")).json()["status"]
+    assert status == "pending"

@@ -7,6 +7,7 @@ and dark, narrow and wide).
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from stepguard.core.factors.totp import TotpSpec, code_at_step
+from stepguard.sdk import StepGuardClient
 from support.browser import (
     StandInApp,
     chromium,
@@ -144,9 +146,27 @@ def test_a_totp_step_up_returns_to_the_app_which_then_redeems_it(
     finally:
         context.close()
 
-    allowed = transfer(api, session, challenge_id=challenge["id"])
-    assert allowed["decision"] == "allow", allowed
-    assert transfer(api, session, challenge_id=challenge["id"])["decision"] == "step_up"
+    # The application redeems it with the SDK: once, for exactly this transaction.
+    with StepGuardClient(server.base_url, server.api_key) as sg:
+        other = sg.decide(
+            session,
+            "payments.transfer",
+            context={**TRANSFER, "amount": 9999},
+            challenge_id=challenge["id"],
+        )
+        allowed = sg.decide(
+            session, "payments.transfer", context=TRANSFER, challenge_id=challenge["id"]
+        )
+        replay = sg.decide(
+            session, "payments.transfer", context=TRANSFER, challenge_id=challenge["id"]
+        )
+    assert other.step_up_required
+    assert allowed.allowed, allowed
+    assert replay.step_up_required
+    assert replay.challenge is not None
+    assert replay.challenge.page_url is not None
+    assert replay.challenge.page_url.reveal().startswith(f"{server.base_url}/challenge/")
+    assert "sgp_" not in repr(replay)
 
 
 def test_a_wrong_code_shows_the_error_and_the_challenge_stays_pending(
@@ -236,8 +256,6 @@ def test_the_account_page_adds_totp_makes_recovery_codes_and_removes_a_factor(
         expect(page.get_by_role("img", name="QR code")).to_be_visible()
         screenshot_variants(page, "account-totp")
         shown = (page.locator("#totp-secret").text_content() or "").replace(" ", "")
-        import base64
-
         new_secret = base64.b32decode(shown + "=" * (-len(shown) % 8))
         page.get_by_label("Enter the 6-digit code the app shows").fill(current_code(new_secret))
         page.get_by_role("button", name="Confirm").click()
