@@ -19,6 +19,7 @@ from stepguard.adapters.observability import Metrics, MetricsObserver, configure
 from stepguard.adapters.storage import SqlStore
 from stepguard.adapters.system import SystemClock, SystemRng
 from stepguard.adapters.web import build_app
+from stepguard.adapters.web.pages import PagesConfig
 from stepguard.core.errors import ConfigurationError, PolicyError
 from stepguard.core.factors.webauthn import RelyingParty
 from stepguard.core.lockout import LockoutPolicy
@@ -83,6 +84,8 @@ def service_config(settings: Settings) -> ServiceConfig:
             max_lock_seconds=settings.lock_max_seconds,
         ),
         webauthn=relying_party(settings),
+        page_token_ttl=timedelta(seconds=settings.page_token_ttl_seconds),
+        browser_session_ttl=timedelta(seconds=settings.browser_session_ttl_seconds),
     )
 
 
@@ -147,6 +150,16 @@ def risk_engine(settings: Settings, store: SqlStore, observer: MetricsObserver) 
     )
 
 
+def pages_config(settings: Settings) -> PagesConfig:
+    try:
+        return PagesConfig(
+            public_url=settings.public_url or f"http://127.0.0.1:{settings.port}",
+            return_to_origins=tuple(settings.return_to_origins),
+        )
+    except ValueError as error:
+        raise ConfigurationError(f"return_to_origins or public_url: {error}") from None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Runtime:
     settings: Settings
@@ -185,8 +198,12 @@ def build_runtime(
 
 
 def app_for(runtime: Runtime) -> FastAPI:
+    settings = runtime.settings
     app = build_app(
-        runtime.services, metrics=runtime.metrics, max_body_bytes=runtime.settings.max_body_bytes
+        runtime.services,
+        metrics=runtime.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        pages=pages_config(settings),
     )
 
     @asynccontextmanager

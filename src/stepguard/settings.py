@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     risk_travel_max_kmh: float = Field(default=1000.0, gt=0)
     risk_travel_min_km: float = Field(default=200.0, ge=0)
     risk_velocity_window_seconds: float = Field(default=900.0, gt=0)
+    # The hosted pages (docs/pages.md). ``public_url`` is where browsers reach StepGuard
+    # (default ``http://127.0.0.1:{port}``); https there makes the cookie ``__Host-``/Secure.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+$")
+    # Origins (scheme://host[:port]) that the pages may send a user back to after a step-up.
+    return_to_origins: list[str] = Field(default_factory=list)
+    page_token_ttl_seconds: int = Field(default=300, gt=0, le=300, strict=True)
+    browser_session_ttl_seconds: PositiveSeconds = 3600
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     api_key_cache_seconds: float = Field(default=5.0, ge=0)

@@ -144,7 +144,7 @@ async def start_harness(
     """The real app over a real store. The risk engine is static unless the overrides say
     ``risk_engine="live"``."""
     await migrate(database_url)
-    settings = Settings(
+    settings_obj = Settings(
         database_url=database_url,
         secret_keys=[SecretBox.generate_key()],  # type: ignore[list-item]
         policy_file=Path("unused.yaml"),
@@ -153,7 +153,7 @@ async def start_harness(
     )
     clock = ManualClock()
     runtime = build_runtime(
-        settings, clock=clock, risk=risk, policy=load_policy(policy, source="test-policy.yaml")
+        settings_obj, clock=clock, risk=risk, policy=load_policy(policy, source="test-policy.yaml")
     )
     created = await runtime.services.api_keys.create("tests")
     app = app_for(runtime)

@@ -67,6 +67,14 @@ class SessionInvalidError(StepGuardError):
     default_message = "The session does not exist, has expired or was revoked."
 
 
+class PageLinkInvalidError(StepGuardError):
+    """A hosted page was opened with an unknown, used or expired link, or without a valid
+    browser session. One error for all of them; the reason goes to the audit log."""
+
+    code = "page_link_invalid"
+    default_message = "This link has expired."
+
+
 class PolicyError(StepGuardError):
     """A policy could not be loaded or validated. The message names file, rule and field."""
 

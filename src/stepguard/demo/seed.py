@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stepguard.adapters.crypto import SecretBox
 from stepguard.adapters.storage import migrate
-from stepguard.bootstrap import build_runtime
+from stepguard.bootstrap import build_runtime, pages_config
 from stepguard.core.assurance import FactorType
 from stepguard.core.factors.totp import TotpSpec, code_at_step, current_code, totp_step
 from stepguard.core.model import TotpParameters
@@ -116,6 +116,10 @@ async def prepare_demo(*, var_dir: Path, port: int) -> DemoSetup:
             ttl_seconds=None,
             actor=None,
         )
+        account_link = await services.pages.account_link(reader_session.id, actor=None)
+        account_url = pages_config(settings).page_url(
+            "/account/factors", account_link.token.reveal()
+        )
     finally:
         await runtime.store.close()
 
@@ -162,6 +166,16 @@ Try it in another terminal:
   # Retry the transfer with the grant: allowed once; the same grant for 10000 is not.
   curl -s "${{H[@]}}" $SG/v1/decisions -d '{{"session_id":"'$SES'","action":"payments.transfer",
     "context":{{"amount":2500,"currency":"EUR","payee":"ACME GmbH"}},"grant":"<grant>"}}'
+
+  # The same step-up in a browser: open the challenge's "page_url" from the step-up answer
+  # (append &return_to=... for an origin in STEPGUARD_RETURN_TO_ORIGINS), enter the code, then
+  # redeem it without a grant:  ... "context":{{...}},"challenge_id":"'$CHL'"
+
+  # The account page (add TOTP, recovery codes, remove factors). This link works once, for
+  # five minutes from the start of the demo:
+  #   {account_url}
+  # A fresh one:
+  curl -s "${{H[@]}}" $SG/v1/sessions/$SES/page-links -d '{{"page":"account"}}'
 
   # The API's schema: {base}/docs   Metrics: {base}/metrics
 

@@ -133,10 +133,15 @@ class RiskSummary:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChallengeRef:
-    """The open challenge a ``step_up`` decision created. Send the user to complete it."""
+    """The open challenge a ``step_up`` decision created. Send the user to complete it.
+
+    ``page_url`` is StepGuard's hosted step-up page for it, with a single-use token (valid for
+    at most five minutes): redirect the user's browser there, appending
+    ``&return_to=<url-encoded URL>``; then decide again with ``challenge_id``."""
 
     id: str
     expires_at: datetime
+    page_url: Secret | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from stepguard.core.risk import LevelThresholds
 from stepguard.service.apikeys import ApiKeyService
 from stepguard.service.audit import AuditService
+from stepguard.service.challenges import ChallengeService
 from stepguard.service.decisions import DecisionService
 from stepguard.service.deps import Deps
 from stepguard.service.factors import FactorService
+from stepguard.service.pages import PageService
 from stepguard.service.risk_alerts import RiskAlertService
 from stepguard.service.sessions import SessionService
 from stepguard.service.subjects import SubjectService
@@ -29,6 +31,8 @@ class Services:
     audit: AuditService
     webauthn: WebAuthnService
     risk_alerts: RiskAlertService
+    challenges: ChallengeService
+    pages: PageService
 
     @classmethod
     def build(
@@ -38,15 +42,22 @@ class Services:
         api_key_cache_seconds: float = 5.0,
         risk_thresholds: LevelThresholds | None = None,
     ) -> Services:
+        decisions = DecisionService(deps)
+        verification = VerificationService(deps)
+        challenges = ChallengeService(deps)
         return cls(
             deps=deps,
             subjects=SubjectService(deps),
             sessions=SessionService(deps),
-            decisions=DecisionService(deps),
-            verification=VerificationService(deps),
+            decisions=decisions,
+            verification=verification,
             factors=FactorService(deps),
             api_keys=ApiKeyService(deps, cache_seconds=api_key_cache_seconds),
             audit=AuditService(deps),
             webauthn=WebAuthnService(deps),
             risk_alerts=RiskAlertService(deps, thresholds=risk_thresholds or LevelThresholds()),
+            challenges=challenges,
+            pages=PageService(
+                deps, challenges=challenges, verification=verification, decisions=decisions
+            ),
         )

@@ -17,11 +17,13 @@ from stepguard.core.binding import transaction_digest
 from stepguard.core.decision import Allow, Decision, Deny, StepUp, decide
 from stepguard.core.errors import SessionInvalidError, StepGuardError
 from stepguard.core.ids import new_id, token_hash
-from stepguard.core.model import AuditEvent, Challenge, ChallengeStatus, Session, Subject
+from stepguard.core.model import AuditEvent, Challenge, ChallengeStatus, Grant, Session, Subject
+from stepguard.core.pages import PagePurpose
 from stepguard.core.policy.model import PolicyInput
 from stepguard.core.policy.summary import render_summary
 from stepguard.core.risk import UNAVAILABLE_RISK, RiskAssessment
 from stepguard.service.deps import Deps
+from stepguard.service.pagelinks import PageLink, mint_page_link
 
 FAIL_CLOSED_RULE = "stepguard.fail_closed"
 
@@ -36,6 +38,9 @@ class DecisionRequest:
     user_agent: str | None = None
     grant: str | None = None
     device_id: str | None = None
+    # A challenge satisfied on the hosted pages: its grant is redeemed without crossing the
+    # browser (docs/pages.md).
+    challenge_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +48,7 @@ class DecisionResult:
     decision: Decision
     risk: RiskAssessment
     challenge: Challenge | None = None
+    page_link: PageLink | None = None  # the challenge's single-use link to the hosted page
 
 
 def requirement_details(requirement: Requirement) -> dict[str, object]:
@@ -180,9 +186,9 @@ class DecisionService:
             resource=request.resource,
             context=request.context,
         )
-        if request.grant is not None:
+        if request.grant is not None or request.challenge_id is not None:
             granted = await self._redeem_grant(
-                request.grant, decision, subject, session, request, digest, now, actor
+                decision, subject, session, request, digest, now, actor
             )
             if granted is not None:
                 deps.observer.decision(outcome="allow", rule=granted.rule)
@@ -204,8 +210,18 @@ class DecisionService:
             created_at=now,
             expires_at=now + deps.config.challenge_ttl,
         )
+        page_link, page_token = mint_page_link(
+            deps,
+            purpose=PagePurpose.CHALLENGE,
+            subject_id=subject.id,
+            session_id=session.id,
+            challenge_id=challenge.id,
+            now=now,
+            not_after=min(challenge.expires_at, session.expires_at),
+        )
         async with deps.store.transaction() as uow:
             await uow.challenges.add(challenge)
+            await uow.page_tokens.add(page_token)
             await uow.audit.append(
                 AuditEvent(
                     type="decision.step_up",
@@ -222,11 +238,12 @@ class DecisionService:
                 )
             )
         deps.observer.decision(outcome="step_up", rule=decision.rule)
-        return DecisionResult(decision=decision, risk=risk, challenge=challenge)
+        return DecisionResult(
+            decision=decision, risk=risk, challenge=challenge, page_link=page_link
+        )
 
     async def _redeem_grant(
         self,
-        grant: str,
         decision: StepUp,
         subject: Subject,
         session: Session,
@@ -235,20 +252,35 @@ class DecisionService:
         now: datetime,
         actor: str | None,
     ) -> Allow | None:
-        """Use a presented grant once. ``None`` when it does not prove this transaction."""
+        """Use a presented grant (or the grant of a challenge satisfied on the hosted pages)
+        once. ``None`` when it does not prove this transaction."""
         async with self._deps.store.transaction() as uow:
-            used = await uow.grants.consume(
-                token_hash(grant),
-                subject_id=subject.id,
-                session_id=session.id,
-                action=request.action,
-                transaction_digest=digest,
-                at=now,
-            )
+            used: Grant | None = None
+            if request.grant is not None:
+                used = await uow.grants.consume(
+                    token_hash(request.grant),
+                    subject_id=subject.id,
+                    session_id=session.id,
+                    action=request.action,
+                    transaction_digest=digest,
+                    at=now,
+                )
+            elif request.challenge_id is not None:
+                used = await uow.grants.consume_for_challenge(
+                    request.challenge_id,
+                    subject_id=subject.id,
+                    session_id=session.id,
+                    action=request.action,
+                    transaction_digest=digest,
+                    at=now,
+                )
             challenge = await uow.challenges.get(used.challenge_id) if used else None
-            # The grant must come from a step-up at least as strong as what is asked now.
-            strong_enough = challenge is not None and _covers(
-                challenge.requirement, decision.requirement
+            # The grant must come from a satisfied step-up at least as strong as what is
+            # asked now.
+            strong_enough = (
+                challenge is not None
+                and challenge.status is ChallengeStatus.SATISFIED
+                and _covers(challenge.requirement, decision.requirement)
             )
             await uow.audit.append(
                 AuditEvent(
@@ -261,7 +293,8 @@ class DecisionService:
                     details={
                         "action": request.action,
                         "rule": decision.rule,
-                        "challenge_id": used.challenge_id if used else None,
+                        "challenge_id": used.challenge_id if used else request.challenge_id,
+                        "via": "grant" if request.grant is not None else "challenge_id",
                         "reason": (
                             "accepted"
                             if strong_enough

@@ -24,6 +24,8 @@ class ServiceConfig:
     totp_issuer: str = "StepGuard"
     lockout: LockoutPolicy = field(default_factory=LockoutPolicy)
     webauthn: RelyingParty = field(default_factory=RelyingParty)
+    page_token_ttl: timedelta = timedelta(minutes=5)
+    browser_session_ttl: timedelta = timedelta(hours=1)
 
 
 class PolicyHolder:

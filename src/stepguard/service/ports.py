@@ -32,6 +32,7 @@ from stepguard.core.model import (
     WebAuthnCeremony,
     WebAuthnCredential,
 )
+from stepguard.core.pages import BrowserSession, PageToken
 from stepguard.core.risk import RiskAssessment
 from stepguard.service.risk_ports import RiskRepository
 
@@ -137,6 +138,40 @@ class GrantRepository(Protocol):
         """
         ...
 
+    async def consume_for_challenge(
+        self,
+        challenge_id: str,
+        *,
+        subject_id: str,
+        session_id: str,
+        action: str,
+        transaction_digest: str,
+        at: datetime,
+    ) -> Grant | None:
+        """Use the grant issued for ``challenge_id`` once, as ``consume`` (every binding must
+        match, unexpired, unused). For the hosted pages, where no grant crosses the browser."""
+        ...
+
+
+class PageTokenRepository(Protocol):
+    async def add(self, token: PageToken) -> None: ...
+
+    async def consume(self, token_hash: str, *, at: datetime) -> PageToken | None:
+        """Use an unexpired, unused page token once. The token for the one call that did."""
+        ...
+
+
+class BrowserSessionRepository(Protocol):
+    async def add(self, browser: BrowserSession) -> None: ...
+
+    async def get_active(self, id_hash: str, *, at: datetime) -> BrowserSession | None:
+        """The browser session if it is neither revoked nor expired at ``at``."""
+        ...
+
+    async def revoke(self, id_hash: str, *, at: datetime) -> bool:
+        """Revoke it. ``True`` only for the call that did (single use on rotation)."""
+        ...
+
 
 class ApiKeyRepository(Protocol):
     async def add(self, key: ApiKey) -> None: ...
@@ -221,6 +256,8 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     webauthn: WebAuthnRepository
     risk: RiskRepository
+    page_tokens: PageTokenRepository
+    browser_sessions: BrowserSessionRepository
 
 
 class Store(Protocol):

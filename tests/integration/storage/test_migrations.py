@@ -68,7 +68,7 @@ async def test_migrate_creates_a_new_sqlite_database(tmp_path: Path, box: Secret
 def test_the_migrations_ship_inside_the_package() -> None:
     package = Path(storage.__file__).parent
     assert package / "migrations" == MIGRATIONS_DIR
-    for name in ("env.py", "script.py.mako", "versions/0001_initial.py"):
+    for name in ("env.py", "script.py.mako", "versions/0001_initial.py", "versions/0003_pages.py"):
         assert (MIGRATIONS_DIR / name).is_file(), name
     script = ScriptDirectory.from_config(alembic_config())
     assert len(script.get_heads()) == 1  # one linear history

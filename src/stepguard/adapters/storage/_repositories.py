@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stepguard.adapters.crypto import SecretBox
+from stepguard.adapters.storage import _pages
 from stepguard.adapters.storage._engine import STORAGE_ERRORS, map_storage_error
 from stepguard.adapters.storage._webauthn import SqlWebAuthnRepository
 from stepguard.adapters.storage.tables import (
@@ -74,9 +75,11 @@ from stepguard.core.secret import Secret
 from stepguard.service.ports import (
     ApiKeyRepository,
     AuditLog,
+    BrowserSessionRepository,
     ChallengeRepository,
     FactorRepository,
     GrantRepository,
+    PageTokenRepository,
     SessionRepository,
     SubjectRepository,
     WebAuthnRepository,
@@ -623,6 +626,37 @@ _CONSUME_GRANT: Final = (
 )
 
 
+# Redemption by challenge id (the hosted pages' flow): the same bindings, keyed by challenge.
+_CONSUME_GRANT_FOR_CHALLENGE: Final = (
+    update(grants)
+    .where(
+        _G.challenge_id == bindparam("p_challenge"),
+        _G.used_at.is_(None),
+        _G.expires_at > bindparam("p_at"),
+        _G.subject_id == bindparam("p_subject"),
+        _G.session_id == bindparam("p_session"),
+        _G.action == bindparam("p_action"),
+        _G.transaction_digest == bindparam("p_digest"),
+    )
+    .values(used_at=bindparam("p_at"))
+    .returning(*grants.c)
+)
+
+
+def _grant(row: Any) -> Grant:
+    return Grant(
+        token_hash=row.token_hash,
+        subject_id=row.subject_id,
+        session_id=row.session_id,
+        action=row.action,
+        transaction_digest=row.transaction_digest,
+        challenge_id=row.challenge_id,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        used_at=row.used_at,
+    )
+
+
 class SqlGrantRepository:
     __slots__ = ("_c",)
 
@@ -667,19 +701,31 @@ class SqlGrantRepository:
             },
         )
         row = result.first()
-        if row is None:
-            return None
-        return Grant(
-            token_hash=row.token_hash,
-            subject_id=row.subject_id,
-            session_id=row.session_id,
-            action=row.action,
-            transaction_digest=row.transaction_digest,
-            challenge_id=row.challenge_id,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-            used_at=row.used_at,
+        return None if row is None else _grant(row)
+
+    async def consume_for_challenge(
+        self,
+        challenge_id: str,
+        *,
+        subject_id: str,
+        session_id: str,
+        action: str,
+        transaction_digest: str,
+        at: datetime,
+    ) -> Grant | None:
+        result = await self._c.write(
+            _CONSUME_GRANT_FOR_CHALLENGE,
+            {
+                "p_challenge": challenge_id,
+                "p_at": at,
+                "p_subject": subject_id,
+                "p_session": session_id,
+                "p_action": action,
+                "p_digest": transaction_digest,
+            },
         )
+        row = result.first()
+        return None if row is None else _grant(row)
 
 
 # --- API keys ----------------------------------------------------------------------------
@@ -889,9 +935,11 @@ class SqlUnitOfWork:
         "_connection",
         "api_keys",
         "audit",
+        "browser_sessions",
         "challenges",
         "factors",
         "grants",
+        "page_tokens",
         "risk",
         "sessions",
         "subjects",
@@ -907,6 +955,8 @@ class SqlUnitOfWork:
     audit: AuditLog
     webauthn: WebAuthnRepository
     risk: RiskRepository
+    page_tokens: PageTokenRepository
+    browser_sessions: BrowserSessionRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -920,6 +970,8 @@ class SqlUnitOfWork:
         self.audit = SqlAuditLog(connection)
         self.webauthn = SqlWebAuthnRepository(connection)
         self.risk = SqlRiskRepository(connection)
+        self.page_tokens = _pages.SqlPageTokenRepository(connection)
+        self.browser_sessions = _pages.SqlBrowserSessionRepository(connection)
 
     @property
     def connection(self) -> AsyncConnection:

@@ -32,10 +32,12 @@ __all__ = [
     "api_keys",
     "audit_events",
     "audit_head",
+    "browser_sessions",
     "challenges",
     "factors",
     "grants",
     "metadata",
+    "page_tokens",
     "recovery_codes",
     "risk_alerts",
     "risk_counts",
@@ -205,7 +207,7 @@ grants = Table(
     ),
     Column("action", Text, nullable=False),
     Column("transaction_digest", Text, nullable=False),
-    Column("challenge_id", Text, nullable=False),
+    Column("challenge_id", Text, nullable=False, index=True),  # redemption by challenge id
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Column("used_at", UtcDateTime, nullable=True),
@@ -276,6 +278,54 @@ webauthn_ceremonies = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
     Column("used_at", UtcDateTime, nullable=True),
+)
+
+# Single-use links to the hosted pages (``core.pages.PageToken``), stored by token hash.
+page_tokens = Table(
+    "page_tokens",
+    metadata,
+    Column("token_hash", Text, primary_key=True),
+    Column("purpose", Text, nullable=False),
+    Column(
+        "subject_id",
+        Text,
+        ForeignKey("subjects.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("challenge_id", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+)
+
+# The pages' cookie (``core.pages.BrowserSession``), stored by the hash of its value.
+browser_sessions = Table(
+    "browser_sessions",
+    metadata,
+    Column("id_hash", Text, primary_key=True),
+    Column(
+        "subject_id",
+        Text,
+        ForeignKey("subjects.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column(
+        "session_id",
+        Text,
+        ForeignKey("sessions.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
 )
 
 api_keys = Table(

@@ -13,6 +13,8 @@ from stepguard import __version__
 from stepguard.adapters.observability import Metrics
 from stepguard.adapters.web.errors import install_error_handlers
 from stepguard.adapters.web.limits import RequestGuard
+from stepguard.adapters.web.page_links import page_links_router
+from stepguard.adapters.web.pages import PagesConfig, pages_router
 from stepguard.adapters.web.risk import risk_router
 from stepguard.adapters.web.schemas import (
     IDENTIFIER_REGEX,
@@ -51,14 +53,14 @@ from stepguard.adapters.web.webauthn import webauthn_router
 from stepguard.adapters.web.webauthn_schemas import WebAuthnConfirmIn, WebAuthnVerificationIn
 from stepguard.core.assurance import FactorType, Requirement, SessionAssurance
 from stepguard.core.decision import Allow, StepUp
-from stepguard.core.errors import NotFoundError, PolicyEvaluationError, UnauthenticatedError
+from stepguard.core.errors import PolicyEvaluationError, UnauthenticatedError
 from stepguard.core.factors import OtpAlgorithm, TotpSpec
 from stepguard.core.model import ApiKey, Factor, Session, Subject, WebAuthnCredential
 from stepguard.core.policy.model import Outcome, PolicyInput
 from stepguard.sdk.rfc9470 import StepUpChallenge, format_www_authenticate
 from stepguard.service.container import Services
 from stepguard.service.decisions import DecisionRequest
-from stepguard.service.webauthn import WebAuthnRegistrationRequest, usable_factors
+from stepguard.service.webauthn import WebAuthnRegistrationRequest
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 503)
@@ -159,7 +161,14 @@ Caller = Annotated[ApiKey, Depends(_api_key)]
 PathId = Annotated[str, Path(pattern=IDENTIFIER_REGEX)]
 
 
-def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> FastAPI:
+def build_app(
+    services: Services,
+    *,
+    metrics: Metrics,
+    max_body_bytes: int,
+    pages: PagesConfig | None = None,
+) -> FastAPI:
+    pages = pages or PagesConfig(public_url="http://127.0.0.1:8000")
     app = FastAPI(
         title="StepGuard",
         version=__version__,
@@ -233,6 +242,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
                 user_agent=body.user_agent,
                 grant=body.grant,
                 device_id=body.device_id,
+                challenge_id=body.challenge_id,
             ),
             actor=caller.id,
         )
@@ -254,7 +264,18 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
                 risk=risk,
                 requirement=_requirement_out(decision.requirement),
                 challenge=(
-                    ChallengeRef(id=result.challenge.id, expires_at=result.challenge.expires_at)
+                    ChallengeRef(
+                        id=result.challenge.id,
+                        expires_at=result.challenge.expires_at,
+                        page_url=(
+                            pages.page_url(
+                                f"/challenge/{result.challenge.id}",
+                                result.page_link.token.reveal(),
+                            )
+                            if result.page_link
+                            else None
+                        ),
+                    )
                     if result.challenge
                     else None
                 ),
@@ -271,23 +292,15 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
 
     @v1.get("/challenges/{challenge_id}", response_model=ChallengeOut, tags=["challenges"])
     async def get_challenge(challenge_id: PathId, caller: Caller) -> ChallengeOut:
-        deps = services.deps
-        now = deps.clock.now()
-        async with deps.store.read() as uow:
-            challenge = await uow.challenges.get(challenge_id)
-            if challenge is None:
-                raise NotFoundError("No such challenge.")
-            session = await uow.sessions.get(challenge.session_id)
-            factors = await uow.factors.list_for_subject(challenge.subject_id)
-            reachable = await usable_factors(deps, uow, challenge, session, factors, now=now)
-        usable = [FactorBrief(id=f.id, type=f.type.value, label=f.label) for f in reachable]
+        view = await services.challenges.describe(challenge_id)
+        challenge = view.challenge
         return ChallengeOut(
             id=challenge.id,
-            status=challenge.effective_status(now).value,
+            status=view.status.value,
             action=challenge.action,
             summary=challenge.summary,
             requirement=_requirement_out(challenge.requirement),
-            factors=usable,
+            factors=[FactorBrief(id=f.id, type=f.type.value, label=f.label) for f in view.factors],
             expires_at=challenge.expires_at,
         )
 
@@ -487,6 +500,8 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
     app.include_router(v1)
     app.include_router(webauthn_router(services, api_key=_api_key, responses=ERRORS))
     app.include_router(risk_router(services, api_key=_api_key, responses=ERRORS))
+    app.include_router(page_links_router(services, pages, caller=_api_key, responses=ERRORS))
+    app.include_router(pages_router(services, pages))
 
     # --- operations ---------------------------------------------------------------------
 

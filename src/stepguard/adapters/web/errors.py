@@ -19,6 +19,7 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.NotFoundError.code: 404,
     errors.SessionInvalidError.code: 404,
     errors.ConflictError.code: 409,
+    errors.PageLinkInvalidError.code: 403,
     errors.PolicyError.code: 422,
     errors.PolicyEvaluationError.code: 422,
     errors.RiskUnavailableError.code: 503,

@@ -182,6 +182,11 @@ class DecisionIn(Strict):
     user_agent: ShortText | None = None
     grant: GrantToken | None = None
     device_id: DeviceId | None = None
+    challenge_id: Identifier | None = Field(
+        default=None,
+        description="A challenge the user satisfied on the hosted pages: its grant is used "
+        "once for this exact transaction (see docs/pages.md).",
+    )
 
 
 class RequirementOut(Out):
@@ -208,6 +213,11 @@ class RiskOut(Out):
 class ChallengeRef(Out):
     id: str
     expires_at: datetime
+    page_url: str | None = Field(
+        default=None,
+        description="The hosted step-up page for this challenge, with a single-use token "
+        "(valid for at most five minutes). Append `&return_to=<url-encoded URL>`.",
+    )
 
 
 class DecisionOut(Out):

@@ -15,7 +15,7 @@ from alembic import op
 from stepguard.adapters.storage._types import UtcDateTime, big_int_pk
 
 revision: str = "0004"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
