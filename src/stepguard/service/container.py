@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stepguard.service.apikeys import ApiKeyService
 from stepguard.service.audit import AuditService
 from stepguard.service.decisions import DecisionService
+from stepguard.service.delivery import DeliveryService
 from stepguard.service.deps import Deps
 from stepguard.service.factors import FactorService
+from stepguard.service.notifications import NotificationService
 from stepguard.service.sessions import SessionService
 from stepguard.service.subjects import SubjectService
 from stepguard.service.verification import VerificationService
@@ -24,9 +26,13 @@ class Services:
     factors: FactorService
     api_keys: ApiKeyService
     audit: AuditService
+    delivery: DeliveryService
+    notifications: NotificationService
 
     @classmethod
     def build(cls, deps: Deps, *, api_key_cache_seconds: float = 5.0) -> Services:
+        notifications = NotificationService(deps)
+        deps = replace(deps, notifier=notifications)
         return cls(
             deps=deps,
             subjects=SubjectService(deps),
@@ -36,4 +42,6 @@ class Services:
             factors=FactorService(deps),
             api_keys=ApiKeyService(deps, cache_seconds=api_key_cache_seconds),
             audit=AuditService(deps),
+            delivery=DeliveryService(deps),
+            notifications=notifications,
         )

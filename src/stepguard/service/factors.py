@@ -22,16 +22,20 @@ from stepguard.core.errors import (
     StepUpRequiredError,
     VerificationFailedError,
 )
+from stepguard.core.factors.oob import CodePurpose
 from stepguard.core.factors.recovery import generate_recovery_codes
 from stepguard.core.factors.totp import TotpSpec, generate_totp_secret, totp_uri
 from stepguard.core.ids import new_id
 from stepguard.core.model import AuditEvent, Factor, FactorStatus, Subject
+from stepguard.core.notices import Notice, NoticeType
 from stepguard.core.policy.model import Outcome
 from stepguard.core.risk import LOW_RISK
 from stepguard.core.secret import Secret
 from stepguard.service.attempts import RejectedAttemptError, attempt_locked_factor
 from stepguard.service.decisions import policy_input
+from stepguard.service.delivery import OOB_FACTOR_TYPES, DeliveryService, PendingSend, SentCode
 from stepguard.service.deps import Deps
+from stepguard.service.notifications import confirm_notices, enroll_notices
 from stepguard.service.ports import UnitOfWork
 
 MANAGE_ACTION = "stepguard.factors.manage"
@@ -47,11 +51,13 @@ class Enrollment:
     factor: Factor
     otpauth_uri: Secret[str] | None = None
     recovery_codes: tuple[Secret[str], ...] = ()
+    sent: SentCode | None = None  # email/SMS: where the confirmation code went
 
 
 class FactorService:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
+        self._delivery = DeliveryService(deps)
 
     async def list(self, subject_id: str) -> list[Factor]:
         async with self._deps.store.read() as uow:
@@ -156,11 +162,14 @@ class FactorService:
         session_id: str | None,
         totp: TotpSpec | None,
         actor: str | None,
+        destination: str | None = None,
     ) -> Enrollment:
         deps = self._deps
         now = deps.clock.now()
+        pending: PendingSend | None = None
         async with (
             self._refusal_audited("enroll", subject_id, session_id, actor),
+            self._delivery.refusals_audited(session_id=session_id, actor=actor),
             deps.store.transaction() as uow,
         ):
             subject = await self._subject(uow, subject_id)
@@ -214,6 +223,19 @@ class FactorService:
                     factor = current
                 await uow.factors.replace_recovery_codes(factor.id, codes.hashes)
                 enrollment = Enrollment(factor=factor, recovery_codes=codes.codes)
+            elif factor_type in OOB_FACTOR_TYPES:
+                await self._gate(uow, subject, session_id, proof_excludes=None, now=now)
+                pending = await self._delivery.begin_enrollment(
+                    uow,
+                    subject,
+                    factor_type,
+                    destination=destination,
+                    label=label,
+                    now=now,
+                    actor=actor,
+                    session_id=session_id,
+                )
+                enrollment = Enrollment(factor=pending.factor)
             else:  # pragma: no cover - every FactorType has a branch
                 raise InvalidRequestError(f"cannot enroll {factor_type}")
             await uow.audit.append(
@@ -233,6 +255,18 @@ class FactorService:
                     },
                 )
             )
+        if pending is not None:
+            enrollment = Enrollment(
+                factor=enrollment.factor, sent=await self._delivery.dispatch(pending)
+            )
+        deps.notifier.notify(
+            *enroll_notices(
+                subject_id,
+                factor_type,
+                active=enrollment.factor.status is FactorStatus.ACTIVE,
+                renewed=enrollment.factor.created_at != now,
+            )
+        )
         return enrollment
 
     async def confirm(
@@ -244,7 +278,7 @@ class FactorService:
         session_id: str | None,
         actor: str | None,
     ) -> Factor:
-        """Activate a pending TOTP factor with its first valid code."""
+        """Activate a pending TOTP, email or SMS factor with its first valid code."""
         deps = self._deps
         now = deps.clock.now()
         failure: RejectedAttemptError | None = None
@@ -260,7 +294,16 @@ class FactorService:
             if factor.status is not FactorStatus.PENDING:
                 raise ConflictError("The factor is already confirmed.")
             try:
-                await attempt_locked_factor(uow, factor, code, now=now, lockout=deps.config.lockout)
+                await attempt_locked_factor(
+                    uow,
+                    factor,
+                    code,
+                    now=now,
+                    lockout=deps.config.lockout,
+                    purpose=CodePurpose.ENROLL,
+                    challenge_id=None,
+                    oob=deps.outbound.config,
+                )
             except RejectedAttemptError as rejected:
                 failure = rejected
             else:
@@ -280,6 +323,7 @@ class FactorService:
                 )
             )
             updated = await uow.factors.get(subject_id, factor_id)
+        deps.notifier.notify(*confirm_notices(subject_id, factor.type, failure))
         if failure is not None or updated is None:
             raise VerificationFailedError()
         return updated
@@ -310,3 +354,10 @@ class FactorService:
                     details={"factor_id": factor_id, "factor_type": factor.type.value},
                 )
             )
+        deps.notifier.notify(
+            Notice(
+                subject_id=subject_id,
+                type=NoticeType.FACTOR_REMOVED,
+                details={"factor_type": factor.type.value},
+            )
+        )

@@ -20,6 +20,7 @@ from stepguard.core.assurance import (
     summarize,
 )
 from stepguard.core.errors import VerificationFailedError
+from stepguard.core.factors.oob import CodePurpose
 from stepguard.core.ids import new_token, token_hash
 from stepguard.core.model import (
     AuditEvent,
@@ -32,6 +33,7 @@ from stepguard.core.model import (
 )
 from stepguard.service.attempts import RejectedAttemptError, attempt_locked_factor
 from stepguard.service.deps import Deps
+from stepguard.service.notifications import attempt_notices
 from stepguard.service.ports import UnitOfWork
 
 
@@ -98,6 +100,9 @@ class VerificationService:
                 await uow.audit.append(
                     _failure_event(challenge_id, None, factor_id, failure.reason, now, actor)
                 )
+        deps.notifier.notify(
+            *attempt_notices(challenge.subject_id if challenge else None, factor_type, failure)
+        )
         if failure is not None:
             deps.observer.verification(outcome="failure", factor_type=factor_type)
             raise VerificationFailedError()
@@ -127,7 +132,16 @@ class VerificationService:
         if not can_reach(session.factors, completed, challenge.requirement):
             raise RejectedAttemptError("factor cannot satisfy the requirement", guess=False)
 
-        await attempt_locked_factor(uow, factor, code, now=now, lockout=deps.config.lockout)
+        await attempt_locked_factor(
+            uow,
+            factor,
+            code,
+            now=now,
+            lockout=deps.config.lockout,
+            purpose=CodePurpose.STEP_UP,
+            challenge_id=challenge.id,
+            oob=deps.outbound.config,
+        )
 
         if not await uow.challenges.mark_satisfied(challenge.id, at=now, factor_id=factor.id):
             raise _LostRaceError()

@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stepguard.adapters.crypto import SecretBox
+from stepguard.adapters.storage._deliveries import SqlDeliveryRepository
 from stepguard.adapters.storage._engine import STORAGE_ERRORS, map_storage_error
 from stepguard.adapters.storage.tables import (
     AUDIT_HEAD_ID,
@@ -74,6 +75,7 @@ from stepguard.service.ports import (
     ApiKeyRepository,
     AuditLog,
     ChallengeRepository,
+    DeliveryRepository,
     FactorRepository,
     GrantRepository,
     SessionRepository,
@@ -398,6 +400,10 @@ _COUNT_CODES: Final = select(func.count()).where(
 )
 
 
+# Factors whose ``secret_enc`` is where their codes are sent (an address or number).
+_DESTINATION_TYPES: Final = frozenset({FactorType.EMAIL_OTP, FactorType.SMS_OTP})
+
+
 class SqlFactorRepository:
     __slots__ = ("_box", "_c")
 
@@ -411,13 +417,18 @@ class SqlFactorRepository:
             totp = TotpParameters(
                 algorithm=row.totp_algorithm, digits=row.totp_digits, period=row.totp_period
             )
-        secret = None
+        factor_type = FactorType(row.type)
+        secret = destination = None
         if row.secret_enc is not None:
-            secret = Secret(self._box.decrypt(row.secret_enc))
+            plaintext = self._box.decrypt(row.secret_enc)
+            if factor_type in _DESTINATION_TYPES:
+                destination = Secret(plaintext.decode("utf-8"))
+            else:
+                secret = Secret(plaintext)
         return Factor(
             id=row.id,
             subject_id=row.subject_id,
-            type=FactorType(row.type),
+            type=factor_type,
             status=FactorStatus(row.status),
             label=row.label,
             created_at=row.created_at,
@@ -428,7 +439,14 @@ class SqlFactorRepository:
             totp=totp,
             secret=secret,
             last_step=row.last_step,
+            destination=destination,
         )
+
+    def _encrypted_payload(self, factor: Factor) -> str | None:
+        """``secret_enc`` holds a TOTP seed, or an email/SMS factor's destination."""
+        if factor.destination is not None:
+            return self._box.encrypt(factor.destination.reveal().encode("utf-8"))
+        return self._box.encrypt(factor.secret.reveal()) if factor.secret else None
 
     async def get(self, subject_id: str, factor_id: str) -> Factor | None:
         result = await self._c.run(_GET_FACTOR, {"p_subject": subject_id, "p_id": factor_id})
@@ -459,9 +477,7 @@ class SqlFactorRepository:
                 "totp_algorithm": totp.algorithm if totp else None,
                 "totp_digits": totp.digits if totp else None,
                 "totp_period": totp.period if totp else None,
-                "secret_enc": (
-                    self._box.encrypt(factor.secret.reveal()) if factor.secret else None
-                ),
+                "secret_enc": self._encrypted_payload(factor),
                 "last_step": factor.last_step,
                 "failed_attempts": factor.failed_attempts,
                 "locked_until": factor.locked_until,
@@ -887,6 +903,7 @@ class SqlUnitOfWork:
         "api_keys",
         "audit",
         "challenges",
+        "deliveries",
         "factors",
         "grants",
         "sessions",
@@ -900,6 +917,7 @@ class SqlUnitOfWork:
     grants: GrantRepository
     api_keys: ApiKeyRepository
     audit: AuditLog
+    deliveries: DeliveryRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -911,6 +929,7 @@ class SqlUnitOfWork:
         self.grants = SqlGrantRepository(connection)
         self.api_keys = SqlApiKeyRepository(connection)
         self.audit = SqlAuditLog(connection)
+        self.deliveries = SqlDeliveryRepository(connection)
 
     @property
     def connection(self) -> AsyncConnection:
