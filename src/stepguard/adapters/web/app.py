@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from stepguard import __version__
 from stepguard.adapters.observability import Metrics
+from stepguard.adapters.web.deliveries import delivery_router
 from stepguard.adapters.web.errors import install_error_handlers
 from stepguard.adapters.web.limits import RequestGuard
 from stepguard.adapters.web.schemas import (
@@ -23,6 +24,7 @@ from stepguard.adapters.web.schemas import (
     ConfirmOut,
     DecisionIn,
     DecisionOut,
+    EmailEnrollIn,
     EnrollIn,
     EnrollOut,
     ErrorBody,
@@ -35,8 +37,10 @@ from stepguard.adapters.web.schemas import (
     QueryTime,
     RequirementOut,
     RiskOut,
+    SentCodeOut,
     SessionIn,
     SessionOut,
+    SmsEnrollIn,
     SubjectIn,
     SubjectOut,
     TotpEnrollIn,
@@ -53,14 +57,16 @@ from stepguard.core.assurance import (
 from stepguard.core.decision import Allow, StepUp
 from stepguard.core.errors import NotFoundError, PolicyEvaluationError, UnauthenticatedError
 from stepguard.core.factors import OtpAlgorithm, TotpSpec
+from stepguard.core.factors.oob import mask
 from stepguard.core.model import ApiKey, Factor, FactorStatus, Session, Subject
 from stepguard.core.policy.model import Outcome, PolicyInput
 from stepguard.sdk.rfc9470 import StepUpChallenge, format_www_authenticate
 from stepguard.service.container import Services
 from stepguard.service.decisions import DecisionRequest
+from stepguard.service.delivery import OOB_FACTOR_TYPES
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 503)
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
 
 
@@ -96,7 +102,11 @@ def _subject_out(subject: Subject) -> SubjectOut:
 
 
 def _factor_out(factor: Factor) -> FactorOut:
+    channel = OOB_FACTOR_TYPES.get(factor.type)
     return FactorOut(
+        destination=(
+            mask(channel, factor.destination.reveal()) if channel and factor.destination else None
+        ),
         id=factor.id,
         type=factor.type.value,
         label=factor.label,
@@ -315,6 +325,11 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
             totp = TotpSpec(
                 algorithm=OtpAlgorithm(body.algorithm), digits=body.digits, period=body.period
             )
+        destination: str | None = None
+        if isinstance(body, EmailEnrollIn):
+            destination = body.address
+        elif isinstance(body, SmsEnrollIn):
+            destination = body.phone
         enrollment = await services.factors.enroll(
             subject_id,
             factor_type=factor_type,
@@ -322,7 +337,9 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
             session_id=body.session_id,
             totp=totp,
             actor=caller.id,
+            destination=destination,
         )
+        sent = enrollment.sent
         uri = enrollment.otpauth_uri.reveal() if enrollment.otpauth_uri else None
         return EnrollOut(
             factor=_factor_out(enrollment.factor),
@@ -331,6 +348,16 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
             recovery_codes=(
                 [code.reveal() for code in enrollment.recovery_codes]
                 if enrollment.recovery_codes
+                else None
+            ),
+            delivery=(
+                SentCodeOut(
+                    delivery_id=sent.delivery_id,
+                    channel=sent.channel.value,
+                    destination=sent.destination,
+                    expires_at=sent.expires_at,
+                )
+                if sent
                 else None
             ),
         )
@@ -433,6 +460,7 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         )
 
     app.include_router(v1)
+    app.include_router(delivery_router(services, responses=ERRORS))
 
     # --- operations ---------------------------------------------------------------------
 

@@ -247,6 +247,9 @@ class FactorOut(Out):
     created_at: datetime
     confirmed_at: datetime | None
     last_used_at: datetime | None
+    destination: str | None = Field(
+        default=None, description="Email and SMS factors: where codes go, masked."
+    )
 
 
 class FactorList(Out):
@@ -268,7 +271,36 @@ class RecoveryCodesEnrollIn(Strict):
     session_id: Identifier | None = None
 
 
-EnrollIn = Annotated[TotpEnrollIn | RecoveryCodesEnrollIn, Field(discriminator="type")]
+E164 = Annotated[
+    str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$"), Field(examples=["+4915112345678"])
+]
+
+
+class EmailEnrollIn(Strict):
+    type: Literal["email_otp"]
+    address: Email
+    label: Label = ""
+    session_id: Identifier | None = None
+
+
+class SmsEnrollIn(Strict):
+    type: Literal["sms_otp"]
+    phone: E164
+    label: Label = ""
+    session_id: Identifier | None = None
+
+
+EnrollIn = Annotated[
+    TotpEnrollIn | RecoveryCodesEnrollIn | EmailEnrollIn | SmsEnrollIn,
+    Field(discriminator="type"),
+]
+
+
+class SentCodeOut(Out):
+    delivery_id: str
+    channel: Literal["email", "sms"]
+    destination: str = Field(description="Masked.")
+    expires_at: datetime
 
 
 class EnrollOut(Out):
@@ -276,6 +308,9 @@ class EnrollOut(Out):
     otpauth_uri: str | None = None
     qr_svg: str | None = None
     recovery_codes: list[str] | None = None
+    delivery: SentCodeOut | None = Field(
+        default=None, description="Email and SMS factors: the confirmation code just sent."
+    )
 
 
 class ConfirmIn(Strict):
