@@ -135,18 +135,24 @@ class Harness:
 
 
 async def start_harness(
-    database_url: str, *, policy: str = TEST_POLICY, risk: RiskAssessor | None = None
+    database_url: str,
+    *,
+    policy: str = TEST_POLICY,
+    risk: RiskAssessor | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> tuple[Harness, Runtime]:
+    """``settings`` are extra ``Settings`` fields (e.g. the SMTP server to use)."""
     await migrate(database_url)
-    settings = Settings(
-        database_url=database_url,
-        secret_keys=[SecretBox.generate_key()],  # type: ignore[list-item]
-        policy_file=Path("unused.yaml"),
-        api_key_cache_seconds=0,
-    )
+    extra: dict[str, Any] = {
+        "secret_keys": [SecretBox.generate_key()],
+        "policy_file": Path("unused.yaml"),
+        "api_key_cache_seconds": 0,
+        **(settings or {}),
+    }
+    settings_ = Settings(database_url=database_url, **extra)
     clock = ManualClock()
     runtime = build_runtime(
-        settings, clock=clock, risk=risk, policy=load_policy(policy, source="test-policy.yaml")
+        settings_, clock=clock, risk=risk, policy=load_policy(policy, source="test-policy.yaml")
     )
     created = await runtime.services.api_keys.create("tests")
     app = app_for(runtime)

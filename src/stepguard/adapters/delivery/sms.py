@@ -29,9 +29,16 @@ _PLACEHOLDER = re.compile(r"\{(to|body)\}")
 
 
 async def _post_with_one_retry(
-    *, url: str, limits: httpx.Timeout, auth: httpx.Auth | None = None, **request: Any
+    *,
+    url: str,
+    limits: httpx.Timeout,
+    transport: httpx.AsyncBaseTransport | None,
+    auth: httpx.Auth | None = None,
+    **request: Any,
 ) -> None:
-    async with httpx.AsyncClient(timeout=limits, follow_redirects=False, auth=auth) as client:
+    async with httpx.AsyncClient(
+        timeout=limits, follow_redirects=False, auth=auth, transport=transport
+    ) as client:
         for attempt in (1, 2):
             try:
                 response = await client.post(url, **request)
@@ -68,6 +75,7 @@ class TwilioSmsSender:
         base_url: str = "https://api.twilio.com",
         timeout_seconds: float = 5.0,
         renderer: Renderer | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if (from_number is None) == (messaging_service_sid is None):
             raise ConfigurationError(
@@ -85,6 +93,7 @@ class TwilioSmsSender:
         self._url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self._timeout = _timeout(timeout_seconds)
         self._renderer = renderer or Renderer()
+        self._transport = transport  # None: httpx's own (tests wrap it to count attempts)
 
     def __repr__(self) -> str:
         return f"TwilioSmsSender(url={self._url!r})"
@@ -100,6 +109,7 @@ class TwilioSmsSender:
         await _post_with_one_retry(
             url=self._url,
             limits=self._timeout,
+            transport=self._transport,
             auth=httpx.BasicAuth(self._sid, self._token.reveal()),
             data=form,
         )
@@ -142,6 +152,7 @@ class WebhookSmsSender:
         auth_value: Secret[str] | None = None,
         timeout_seconds: float = 5.0,
         renderer: Renderer | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not url.startswith(("https://", "http://")):
             raise ConfigurationError("the SMS webhook URL must be http(s)")
@@ -151,6 +162,7 @@ class WebhookSmsSender:
         self._auth_value = auth_value
         self._timeout = _timeout(timeout_seconds)
         self._renderer = renderer or Renderer()
+        self._transport = transport  # None: httpx's own (tests wrap it to count attempts)
 
     def __repr__(self) -> str:
         return "WebhookSmsSender()"  # the URL may carry a token
@@ -168,6 +180,7 @@ class WebhookSmsSender:
         await _post_with_one_retry(
             url=self._url,
             limits=self._timeout,
+            transport=self._transport,
             json=_fill(self._template, {"to": to, "body": body}),
             headers=headers,
         )
