@@ -158,6 +158,13 @@ EMAIL_AMR = "email"
 _EXTRA_AMR: dict[str, str] = {FactorType.EMAIL_OTP.value: EMAIL_AMR}
 
 
+def gates_changes(factor_type: FactorType) -> bool:
+    """Whether an enrolled factor of this type must vouch for changes to the account's
+    factors. An email factor never proves a second factor, so an account with only email
+    codes enrolls its next factor like its first."""
+    return SECOND_FACTOR.get(factor_type.value, SecondFactor.YES) is not SecondFactor.NO
+
+
 def _counts(factor: CompletedFactor, allowed_restricted: frozenset[str]) -> bool:
     """Whether ``factor`` adds its kind to the session's level."""
     if factor.primary:

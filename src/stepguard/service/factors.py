@@ -12,7 +12,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from stepguard.core.assurance import AssuranceLevel, FactorType, Requirement, satisfies
+from stepguard.core.assurance import (
+    AssuranceLevel,
+    FactorType,
+    Requirement,
+    gates_changes,
+    satisfies,
+)
 from stepguard.core.decision import strictest
 from stepguard.core.errors import (
     ConflictError,
@@ -99,8 +105,8 @@ class FactorService:
     ) -> None:
         """Raise ``StepUpRequiredError`` unless the session may manage factors now."""
         factors = await uow.factors.list_for_subject(subject.id)
-        if not any(f.status is FactorStatus.ACTIVE for f in factors):
-            return  # the first factor: nothing to step up with yet
+        if not any(f.status is FactorStatus.ACTIVE and gates_changes(f.type) for f in factors):
+            return  # the first factor: nothing to step up with yet (email never is one)
         if session_id is None:
             raise StepUpRequiredError()
         session = await uow.sessions.get(session_id)

@@ -11,7 +11,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from stepguard import __version__
 from stepguard.adapters.observability import Metrics
-from stepguard.adapters.web.deliveries import delivery_router
 from stepguard.adapters.web.errors import install_error_handlers
 from stepguard.adapters.web.limits import RequestGuard
 from stepguard.adapters.web.schemas import (
@@ -460,6 +459,8 @@ def build_app(services: Services, *, metrics: Metrics, max_body_bytes: int) -> F
         )
 
     app.include_router(v1)
+    from stepguard.adapters.web.deliveries import delivery_router
+
     app.include_router(delivery_router(services, responses=ERRORS))
 
     # --- operations ---------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""``POST /v1/challenges/{id}/deliveries``: send an email or SMS code for a challenge."""
+"""``POST /v1/challenges/{id}/deliveries``: send an email or SMS code for a challenge.
+
+``build_app`` includes this router (it imports this module when it runs, since this module
+uses ``app.py``'s caller and path dependencies)."""
 
 from __future__ import annotations
 
@@ -6,15 +9,13 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from stepguard.adapters.web.app import Caller, PathId
 from stepguard.adapters.web.delivery_schemas import DeliveryIn
 from stepguard.adapters.web.schemas import SentCodeOut
 from stepguard.service.container import Services
 
 
 def delivery_router(services: Services, *, responses: dict[int | str, dict[str, Any]]) -> APIRouter:
-    # Imported here: app.py defines the shared dependencies, and imports this module.
-    from stepguard.adapters.web.app import Caller, PathId
-
     router = APIRouter(prefix="/v1", responses=responses)
 
     @router.post(
