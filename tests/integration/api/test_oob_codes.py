@@ -537,3 +537,40 @@ async def test_a_failing_notice_never_breaks_the_operation(oob: Oob) -> None:
     ]
     sent = await api.audit(type="notice.sent")
     assert sent[-1]["details"] == {"notice": "factor_added", "channel": "email"}
+
+
+async def test_send_limits_hold_across_processes(database_url: str, tmp_path: Path) -> None:
+    """Two runtimes on one database (two connection pools, as two worker processes have)
+    race ten sends for one subject: the limit check and the send record are serialized, so
+    exactly the sends the limit allows go out."""
+    async for oob in _start(database_url, tmp_path, delivery_limit_per_subject=3):
+        factor_id = await oob.enroll_email()  # send 1 of 3
+        challenge_id = await oob.challenge("profile.view", context={"section": "x"})
+        other, other_runtime = await start_harness(
+            database_url,
+            policy=POLICY,
+            settings={
+                "secret_keys": oob.api.runtime.settings.secret_keys,
+                "email_backend": "smtp",
+                "smtp_host": oob.smtp.host,
+                "smtp_port": oob.smtp.port,
+                "smtp_ca_file": oob.smtp.ca_file,
+                "delivery_limit_per_subject": 3,
+            },
+        )
+        try:
+            clients = [oob.api.client, other.client] * 5
+            results = await asyncio.gather(
+                *(
+                    client.post(
+                        f"/v1/challenges/{challenge_id}/deliveries", json={"factor_id": factor_id}
+                    )
+                    for client in clients
+                )
+            )
+        finally:
+            await other.client.aclose()
+            await other.anon.aclose()
+            await other_runtime.store.close()
+        assert sorted(r.status_code for r in results) == [202, 202] + [429] * 8
+        assert codes(oob) == 3
