@@ -163,7 +163,7 @@ class DeliveryService:
                 challenge.requirement,
             )
         ):
-            raise InvalidRequestError(
+            raise ConflictError(
                 "This factor cannot receive a code for this challenge; pick another factor."
             )
         return factor

@@ -71,6 +71,9 @@ class NotificationService:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def notify(self, *notices: Notice) -> None:
+        outbound = self._deps.outbound
+        if outbound.email is None and outbound.sms is None:
+            return  # no channel configured: notices are off (nothing to schedule or audit)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop: nothing can be sent (never raise)

@@ -310,7 +310,7 @@ async def test_email_cannot_satisfy_aal2_and_is_not_offered(oob: Oob) -> None:
     challenge = (await oob.api.client.get(f"/v1/challenges/{challenge_id}")).json()
     assert challenge["factors"] == []
     response = await oob.deliver(challenge_id, factor_id)
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert codes(oob) == 1  # the enrollment code only: nothing was sent for this challenge
 
 
@@ -332,7 +332,7 @@ async def test_sms_is_restricted_a_rule_must_name_it(oob: Oob) -> None:
     challenge = (await oob.api.client.get(f"/v1/challenges/{settings}")).json()
     assert challenge["factors"] == []
     sent = len(oob.sms.requests)
-    assert (await oob.deliver(settings, factor_id)).status_code == 400
+    assert (await oob.deliver(settings, factor_id)).status_code == 409
     assert len(oob.sms.requests) == sent
 
 
