@@ -134,6 +134,14 @@ class SmtpPeer:
     port: int
     ca_file: Path
     mailbox: Mailbox
+    controller: Controller
+    stopped: bool = False
+
+    def stop(self) -> None:
+        """Take the server down (an outage); idempotent."""
+        if not self.stopped:
+            self.stopped = True
+            self.controller.stop()
 
 
 @contextmanager
@@ -153,10 +161,13 @@ def smtp_server(
         options.update(auth_required=True, authenticator=_authenticator)
     controller = Controller(mailbox, hostname="127.0.0.1", port=port, **options)
     controller.start()
+    peer = SmtpPeer(
+        host="127.0.0.1", port=port, ca_file=cert, mailbox=mailbox, controller=controller
+    )
     try:
-        yield SmtpPeer(host="127.0.0.1", port=port, ca_file=cert, mailbox=mailbox)
+        yield peer
     finally:
-        controller.stop()
+        peer.stop()
 
 
 @dataclass

@@ -574,3 +574,35 @@ async def test_send_limits_hold_across_processes(database_url: str, tmp_path: Pa
             await other_runtime.store.close()
         assert sorted(r.status_code for r in results) == [202, 202] + [429] * 8
         assert codes(oob) == 3
+
+
+async def test_an_smtp_outage_fails_the_delivery_and_the_code_is_dead(
+    database_url: str, tmp_path: Path
+) -> None:
+    async for oob in _start(database_url, tmp_path):
+        factor_id = await oob.enroll_email()
+        challenge_id = await oob.challenge("profile.view", context={"section": "x"})
+        runtime = oob.api.runtime
+        oob.smtp.stop()  # the mail server goes away
+        response = await oob.deliver(challenge_id, factor_id)
+        assert response.status_code == 503
+        assert response.json()["error"] == "delivery_failed"
+        failed = await oob.api.audit(type="delivery.failed")
+        assert failed[-1]["details"]["reason"].startswith("smtp")
+        async with runtime.store.read() as uow:
+            live = await uow.deliveries.live_code(
+                factor_id,
+                purpose=CodePurpose.STEP_UP,
+                challenge_id=challenge_id,
+                at=oob.api.clock.now(),
+            )
+        assert live is None  # invalidated: even a message that did leave would be useless
+
+
+async def test_the_new_device_notice_for_the_risk_engine(oob: Oob) -> None:
+    await oob.enroll_email()
+    await oob.settle()
+    oob.api.runtime.services.notifications.new_device_step_up("alice", device="Firefox on Linux")
+    await oob.settle()
+    assert notices(oob)[-1] == "A verification was completed from a new device."
+    assert "Device: Firefox on Linux" in oob.mail.text()
