@@ -5,6 +5,7 @@ made here) and an HTTP server standing in for an SMS provider, both recording wh
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import email
 import email.policy
 import ipaddress
@@ -13,6 +14,7 @@ import re
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -80,10 +82,14 @@ class Mailbox:
 
     messages: list[EmailMessage] = field(default_factory=list)
     envelopes: list[tuple[str, list[str], bool, str | None]] = field(default_factory=list)
+    # An outage: while set, every message is refused with this reply (after it arrived).
+    refuse_with: str | None = None
 
     async def handle_DATA(  # noqa: N802 - the hook name aiosmtpd calls
         self, server: SmtpServer, session: Session, envelope: Envelope
     ) -> str:
+        if self.refuse_with is not None:
+            return self.refuse_with
         content = envelope.original_content or b""
         message = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
@@ -142,6 +148,12 @@ class SmtpPeer:
         if not self.stopped:
             self.stopped = True
             self.controller.stop()
+            # aiosmtpd can leave a finished session's server-side socket to the garbage
+            # collector; collect it here, where its ResourceWarning belongs to the peer and
+            # not to whichever later test the collector happens to run in.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                gc.collect()
 
 
 @contextmanager
