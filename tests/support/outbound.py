@@ -5,9 +5,9 @@ made here) and an HTTP server standing in for an SMS provider, both recording wh
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import email
 import email.policy
+import gc
 import ipaddress
 import json
 import re
