@@ -6,21 +6,34 @@ hands to uvicorn (each worker process calls it once).
 
 from __future__ import annotations
 
+import base64
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import FastAPI
 
 from stepguard.adapters.crypto import SecretBox
+from stepguard.adapters.delivery import (
+    ConsoleSender,
+    Renderer,
+    SmtpEmailSender,
+    SmtpSecurity,
+    TwilioSmsSender,
+    WebhookSmsSender,
+)
 from stepguard.adapters.observability import Metrics, MetricsObserver, configure_logging
 from stepguard.adapters.storage import SqlStore
 from stepguard.adapters.system import SystemClock, SystemRng
 from stepguard.adapters.web import build_app
 from stepguard.adapters.web.pages import PagesConfig
 from stepguard.core.errors import ConfigurationError, PolicyError
+from stepguard.core.factors.oob import Channel
 from stepguard.core.factors.webauthn import RelyingParty
 from stepguard.core.lockout import LockoutPolicy
 from stepguard.core.policy.loader import load_policy
@@ -28,9 +41,11 @@ from stepguard.core.policy.model import CompiledPolicy
 from stepguard.core.ports import Rng
 from stepguard.core.risk import LevelThresholds, RiskLevel
 from stepguard.core.risk.engine import RiskConfig, RiskModel
+from stepguard.core.secret import Secret
 from stepguard.service.container import Services
 from stepguard.service.deps import Deps, PolicyHolder, ServiceConfig
-from stepguard.service.ports import Clock, RiskAssessor
+from stepguard.service.outbound import DeliveryConfig, Outbound, SendLimit
+from stepguard.service.ports import Clock, EmailSender, RiskAssessor, SmsSender
 from stepguard.service.risk import EngineSettings, StaticRiskAssessor
 from stepguard.settings import Settings
 
@@ -160,6 +175,128 @@ def pages_config(settings: Settings) -> PagesConfig:
         raise ConfigurationError(f"return_to_origins or public_url: {error}") from None
 
 
+def delivery_code_key(settings: Settings) -> bytes:
+    """The key of the email/SMS code HMACs, derived (HKDF-SHA256) from the current secret key.
+
+    Rotating the secret keys invalidates codes in flight (they live at most 10 minutes).
+    """
+    if not settings.secret_keys:
+        raise ConfigurationError("no encryption key: set STEPGUARD_SECRET_KEYS")
+    raw = base64.urlsafe_b64decode(settings.secret_keys[0].get_secret_value())
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"stepguard delivery codes v1"
+    ).derive(raw)
+
+
+def _require_dev_mode(settings: Settings, what: str) -> None:
+    if not settings.dev_mode:
+        raise ConfigurationError(
+            f"{what} writes codes in clear text: it is allowed only with STEPGUARD_DEV_MODE=1"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _email_sender(settings: Settings, renderer: Renderer) -> EmailSender | None:
+    if settings.email_backend == "console":
+        _require_dev_mode(settings, "the console email sender")
+        return ConsoleSender("email", path=settings.console_delivery_file, renderer=renderer)
+    if settings.email_backend != "smtp":
+        return None
+    security = SmtpSecurity(settings.smtp_security)
+    if (
+        security is SmtpSecurity.NONE
+        and not settings.dev_mode
+        and not _is_loopback(settings.smtp_host)
+    ):
+        raise ConfigurationError(
+            "smtp_security none (plaintext) is allowed only for a relay on the loopback "
+            "interface or in dev mode"
+        )
+    return SmtpEmailSender(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        sender=settings.smtp_from,
+        security=security,
+        username=settings.smtp_username,
+        password=(
+            Secret(settings.smtp_password.get_secret_value()) if settings.smtp_password else None
+        ),
+        timeout_seconds=settings.smtp_timeout_seconds,
+        ca_file=settings.smtp_ca_file,
+        renderer=renderer,
+    )
+
+
+def _sms_sender(settings: Settings, renderer: Renderer) -> SmsSender | None:
+    if settings.sms_backend == "console":
+        _require_dev_mode(settings, "the console SMS sender")
+        return ConsoleSender("sms", path=settings.console_delivery_file, renderer=renderer)
+    if settings.sms_backend == "twilio":
+        if settings.twilio_account_sid is None or settings.twilio_auth_token is None:
+            raise ConfigurationError("the Twilio SMS sender needs an account SID and auth token")
+        return TwilioSmsSender(
+            account_sid=settings.twilio_account_sid,
+            auth_token=Secret(settings.twilio_auth_token.get_secret_value()),
+            from_number=settings.twilio_from,
+            messaging_service_sid=settings.twilio_messaging_service_sid,
+            base_url=settings.twilio_base_url,
+            timeout_seconds=settings.sms_timeout_seconds,
+            renderer=renderer,
+        )
+    if settings.sms_backend == "webhook":
+        if settings.sms_webhook_url is None:
+            raise ConfigurationError("the SMS webhook sender needs STEPGUARD_SMS_WEBHOOK_URL")
+        value = settings.sms_webhook_auth_value
+        return WebhookSmsSender(
+            url=settings.sms_webhook_url.get_secret_value(),
+            body_template=settings.sms_webhook_body_template,
+            auth_header=settings.sms_webhook_auth_header,
+            auth_value=Secret(value.get_secret_value()) if value else None,
+            timeout_seconds=settings.sms_timeout_seconds,
+            renderer=renderer,
+        )
+    return None
+
+
+def outbound(settings: Settings) -> Outbound:
+    """The email/SMS senders and the delivery configuration."""
+    renderer = Renderer()
+    window = timedelta(seconds=settings.delivery_limit_window_seconds)
+    hour = timedelta(hours=1)
+    return Outbound(
+        email=_email_sender(settings, renderer),
+        sms=_sms_sender(settings, renderer),
+        config=DeliveryConfig(
+            code_key=Secret(delivery_code_key(settings)),
+            code_digits=settings.delivery_code_digits,
+            code_ttl=timedelta(seconds=settings.delivery_code_ttl_seconds),
+            # An SMS send may take two attempts; the senders time out on their own first.
+            send_timeout_seconds=max(
+                settings.smtp_timeout_seconds, 2 * settings.sms_timeout_seconds
+            )
+            + 1,
+            per_subject=SendLimit(count=settings.delivery_limit_per_subject, window=window),
+            per_destination=SendLimit(count=settings.delivery_limit_per_destination, window=window),
+            global_limits={
+                Channel.EMAIL: SendLimit(
+                    count=settings.delivery_global_email_per_hour, window=hour
+                ),
+                Channel.SMS: SendLimit(count=settings.delivery_global_sms_per_hour, window=hour),
+            },
+            notice_limit=SendLimit(count=settings.notice_limit_per_hour, window=hour),
+            issuer=settings.totp_issuer,
+        ),
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Runtime:
     settings: Settings
@@ -188,6 +325,7 @@ def build_runtime(
         risk=risk or risk_engine(settings, store, observer),
         config=service_config(settings),
         observer=observer,
+        outbound=outbound(settings),
     )
     services = Services.build(
         deps,
@@ -209,6 +347,7 @@ def app_for(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await runtime.services.notifications.drain()
         await runtime.store.close()
 
     app.router.lifespan_context = lifespan

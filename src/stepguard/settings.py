@@ -86,6 +86,40 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_json: bool = True
 
+    # Development conveniences that must never run in production (the console sender).
+    dev_mode: bool = False
+
+    # Email and SMS codes and notices (docs/delivery.md).
+    email_backend: Literal["none", "smtp", "console"] = "none"
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "StepGuard <stepguard@localhost>"
+    smtp_ca_file: Path | None = None  # extra CA bundle to verify the server (default: system)
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    sms_backend: Literal["none", "twilio", "webhook", "console"] = "none"
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    sms_webhook_url: SecretStr | None = None
+    sms_webhook_auth_header: str = "Authorization"
+    sms_webhook_auth_value: SecretStr | None = None
+    sms_webhook_body_template: str = '{"to": "{to}", "body": "{body}"}'
+    sms_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    console_delivery_file: Path | None = None  # dev mode: append messages here, else stderr
+    delivery_code_digits: int = Field(default=6, ge=6, le=8)
+    delivery_code_ttl_seconds: int = Field(default=600, gt=0, le=600, strict=True)
+    delivery_limit_window_seconds: PositiveSeconds = 900
+    delivery_limit_per_subject: int = Field(default=5, ge=1)
+    delivery_limit_per_destination: int = Field(default=5, ge=1)
+    delivery_global_email_per_hour: int = Field(default=1000, ge=1)
+    delivery_global_sms_per_hour: int = Field(default=200, ge=1)
+    notice_limit_per_hour: int = Field(default=3, ge=1)
+
     @classmethod
     def settings_customise_sources(
         cls,

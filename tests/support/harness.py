@@ -141,16 +141,18 @@ async def start_harness(
     risk: RiskAssessor | None = None,
     settings_overrides: dict[str, Any] | None = None,
 ) -> tuple[Harness, Runtime]:
-    """The real app over a real store. The risk engine is static unless the overrides say
+    """The real app over a real store. ``settings_overrides`` adds or replaces ``Settings``
+    fields (e.g. the SMTP server to use); the risk engine is static unless they say
     ``risk_engine="live"``."""
     await migrate(database_url)
-    settings_obj = Settings(
-        database_url=database_url,
-        secret_keys=[SecretBox.generate_key()],  # type: ignore[list-item]
-        policy_file=Path("unused.yaml"),
-        api_key_cache_seconds=0,
-        **{"risk_engine": "static", **(settings_overrides or {})},
-    )
+    fields: dict[str, Any] = {
+        "secret_keys": [SecretBox.generate_key()],
+        "policy_file": Path("unused.yaml"),
+        "api_key_cache_seconds": 0,
+        "risk_engine": "static",
+        **(settings_overrides or {}),
+    }
+    settings_obj = Settings(database_url=database_url, **fields)
     clock = ManualClock()
     runtime = build_runtime(
         settings_obj, clock=clock, risk=risk, policy=load_policy(policy, source="test-policy.yaml")

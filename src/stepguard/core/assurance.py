@@ -79,6 +79,8 @@ class FactorType(StrEnum):
     TOTP = "totp"
     RECOVERY_CODE = "recovery_code"
     WEBAUTHN = "webauthn"
+    EMAIL_OTP = "email_otp"
+    SMS_OTP = "sms_otp"
 
 
 _AMR_KIND: dict[AuthMethod, FactorKind] = {
@@ -126,7 +128,52 @@ PRIMARY_METHOD = "primary"
 _STEP_UP_PROFILES: dict[FactorType, tuple[tuple[AuthMethod, ...], FactorKind]] = {
     FactorType.TOTP: ((AuthMethod.OTP,), FactorKind.POSSESSION),
     FactorType.RECOVERY_CODE: ((AuthMethod.OTP,), FactorKind.POSSESSION),
+    # Email has no RFC 8176 value: ``otp``, and ``summarize`` adds EMAIL_AMR (see below).
+    FactorType.EMAIL_OTP: ((AuthMethod.OTP,), FactorKind.POSSESSION),
+    FactorType.SMS_OTP: ((AuthMethod.SMS,), FactorKind.POSSESSION),
 }
+
+
+class SecondFactor(StrEnum):
+    """Whether a step-up method counts as a second factor (NIST SP 800-63B)."""
+
+    YES = "yes"
+    # A restricted authenticator (SP 800-63B 5.1.3.3, SMS/PSTN): counts only under a rule that
+    # names the method in ``step_up.methods`` (the operator's explicit risk acceptance).
+    RESTRICTED = "restricted"
+    # Never a second factor: email is not an out-of-band authenticator (SP 800-63B 5.1.3.1).
+    # It proves control of the mailbox: enough for ``aal1`` with ``max_age`` re-verification.
+    NO = "no"
+
+
+# Methods not listed count as second factors: a new factor type is full strength unless it is
+# listed here.
+SECOND_FACTOR: dict[str, SecondFactor] = {
+    FactorType.SMS_OTP.value: SecondFactor.RESTRICTED,
+    FactorType.EMAIL_OTP.value: SecondFactor.NO,
+}
+
+# The non-registered ``amr`` value an email step-up adds next to ``otp`` (RFC 8176 has none
+# for email; section 7 allows values outside the registry).
+EMAIL_AMR = "email"
+_EXTRA_AMR: dict[str, str] = {FactorType.EMAIL_OTP.value: EMAIL_AMR}
+
+
+def gates_changes(factor_type: FactorType) -> bool:
+    """Whether an enrolled factor of this type must vouch for changes to the account's
+    factors. An email factor never proves a second factor, so an account with only email
+    codes enrolls its next factor like its first."""
+    return SECOND_FACTOR.get(factor_type.value, SecondFactor.YES) is not SecondFactor.NO
+
+
+def _counts(factor: CompletedFactor, allowed_restricted: frozenset[str]) -> bool:
+    """Whether ``factor`` adds its kind to the session's level."""
+    if factor.primary:
+        return True
+    strength = SECOND_FACTOR.get(factor.method, SecondFactor.YES)
+    if strength is SecondFactor.RESTRICTED:
+        return factor.method in allowed_restricted
+    return strength is SecondFactor.YES
 
 
 def step_up_factor(factor_type: FactorType, *, factor_id: str, at: datetime) -> CompletedFactor:
@@ -248,14 +295,18 @@ class Requirement:
         return not self.methods or method in self.methods
 
 
-def derive_level(factors: Sequence[CompletedFactor]) -> AssuranceLevel | None:
+def derive_level(
+    factors: Sequence[CompletedFactor], *, allowed_restricted: frozenset[str] = frozenset()
+) -> AssuranceLevel | None:
     """The level that a set of completed factors reaches, ignoring time.
 
     Without a primary factor there is no level: a second factor alone proves nothing about who
-    started the session.
+    started the session. A step-up whose method is not a second factor (``SECOND_FACTOR``:
+    email never, SMS only when named in ``allowed_restricted``) adds nothing to the level.
     """
     if not any(f.primary for f in factors):
         return None
+    factors = [f for f in factors if _counts(f, allowed_restricted)]
     kinds = {f.kind for f in factors}
     multi = len(kinds) >= 2 or any(f.multi_factor for f in factors)
     if not multi:
@@ -296,7 +347,7 @@ def satisfies(
     ]
     primaries = [f for f in factors if f.primary]
     counted = primaries + step_ups
-    level = derive_level(counted)
+    level = derive_level(counted, allowed_restricted=requirement.methods)
     if level is None or level < requirement.acr:
         return False
     if max_age is None:
@@ -323,7 +374,9 @@ def can_reach(
     """
     if not requirement.allows_method(candidate.method):
         return False
-    level = derive_level([*(f for f in factors if f.primary), candidate])
+    level = derive_level(
+        [*(f for f in factors if f.primary), candidate], allowed_restricted=requirement.methods
+    )
     return level is not None and level >= requirement.acr
 
 
@@ -333,6 +386,9 @@ def summarize(factors: Sequence[CompletedFactor]) -> SessionAssurance:
     for f in factors:
         for value in f.amr:
             amr[value.value] = None
+        extra = _EXTRA_AMR.get(f.method)
+        if extra is not None:
+            amr[extra] = None
     if level is not None and level >= AssuranceLevel.AAL2:
         amr[AuthMethod.MFA.value] = None
     auth_time = max((f.completed_at for f in factors), default=None)

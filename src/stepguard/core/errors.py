@@ -151,3 +151,22 @@ class ConfigurationError(StepGuardError):
 class StorageUnavailableError(StepGuardError):
     code = "storage_unavailable"
     default_message = "The store is unavailable."
+
+
+class DeliveryFailedError(StepGuardError):
+    """A code or notice could not be handed to the email or SMS provider.
+
+    The code that was to be sent is invalidated; the message never names the provider's
+    answer or the code. The user may pick another enrolled factor (no silent fall-back).
+    """
+
+    code = "delivery_failed"
+    default_message = "The code could not be delivered. Try again later or use another factor."
+
+
+class DeliveryRateLimitedError(StepGuardError):
+    """Too many codes were sent recently. The same answer whichever limit (subject,
+    destination, global) refused, so it reveals nothing about a destination."""
+
+    code = "delivery_rate_limited"
+    default_message = "Too many codes were sent recently. Try again later or use another factor."

@@ -56,6 +56,7 @@ class Factor:
 
     ``secret`` is the TOTP seed (decrypted by the storage adapter, wrapped so it never
     prints). ``last_step`` is the TOTP replay floor: no step at or below it is accepted again.
+    ``destination`` is where an email or SMS factor's codes go (encrypted at rest like a seed).
     """
 
     id: str
@@ -71,6 +72,7 @@ class Factor:
     totp: TotpParameters | None = None
     secret: Secret[bytes] | None = None
     last_step: int | None = None
+    destination: Secret[str] | None = None
 
 
 class ChallengeStatus(StrEnum):
@@ -118,6 +120,23 @@ class Grant:
     created_at: datetime
     expires_at: datetime
     used_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryCode:
+    """An email or SMS code as stored: only the HMAC of the code and its binding
+    (``core.factors.oob``). ``purpose`` is a ``CodePurpose`` value."""
+
+    id: str
+    subject_id: str
+    factor_id: str
+    purpose: str
+    challenge_id: str | None
+    code_hash: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    invalidated_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stepguard.core.risk import LevelThresholds
 from stepguard.service.apikeys import ApiKeyService
 from stepguard.service.audit import AuditService
 from stepguard.service.challenges import ChallengeService
 from stepguard.service.decisions import DecisionService
+from stepguard.service.delivery import DeliveryService
 from stepguard.service.deps import Deps
 from stepguard.service.factors import FactorService
+from stepguard.service.notifications import NotificationService
 from stepguard.service.pages import PageService
 from stepguard.service.risk_alerts import RiskAlertService
 from stepguard.service.sessions import SessionService
@@ -33,6 +35,8 @@ class Services:
     risk_alerts: RiskAlertService
     challenges: ChallengeService
     pages: PageService
+    delivery: DeliveryService
+    notifications: NotificationService
 
     @classmethod
     def build(
@@ -42,6 +46,8 @@ class Services:
         api_key_cache_seconds: float = 5.0,
         risk_thresholds: LevelThresholds | None = None,
     ) -> Services:
+        notifications = NotificationService(deps)
+        deps = replace(deps, notifier=notifications)
         decisions = DecisionService(deps)
         verification = VerificationService(deps)
         challenges = ChallengeService(deps)
@@ -60,4 +66,6 @@ class Services:
             pages=PageService(
                 deps, challenges=challenges, verification=verification, decisions=decisions
             ),
+            delivery=DeliveryService(deps),
+            notifications=notifications,
         )

@@ -10,7 +10,8 @@ from stepguard.core.factors.webauthn import RelyingParty
 from stepguard.core.lockout import LockoutPolicy
 from stepguard.core.policy.model import CompiledPolicy
 from stepguard.core.ports import Rng
-from stepguard.service.ports import Clock, RiskAssessor, Store
+from stepguard.service.outbound import NullNotifier, Outbound
+from stepguard.service.ports import Clock, Notifier, RiskAssessor, Store
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,3 +66,5 @@ class Deps:
     risk: RiskAssessor
     config: ServiceConfig
     observer: Observer
+    outbound: Outbound = field(default_factory=Outbound)
+    notifier: Notifier = field(default_factory=NullNotifier)

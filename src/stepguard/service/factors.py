@@ -13,7 +13,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from stepguard.core.assurance import AssuranceLevel, FactorType, Requirement, satisfies
+from stepguard.core.assurance import (
+    AssuranceLevel,
+    FactorType,
+    Requirement,
+    gates_changes,
+    satisfies,
+)
 from stepguard.core.decision import strictest
 from stepguard.core.errors import (
     ConflictError,
@@ -23,16 +29,20 @@ from stepguard.core.errors import (
     StepUpRequiredError,
     VerificationFailedError,
 )
+from stepguard.core.factors.oob import CodePurpose
 from stepguard.core.factors.recovery import generate_recovery_codes
 from stepguard.core.factors.totp import TotpSpec, generate_totp_secret, totp_uri
 from stepguard.core.ids import new_id
 from stepguard.core.model import AuditEvent, Factor, FactorStatus, Subject
+from stepguard.core.notices import Notice, NoticeType
 from stepguard.core.policy.model import Outcome
 from stepguard.core.risk import LOW_RISK
 from stepguard.core.secret import Secret
 from stepguard.service.attempts import RejectedAttemptError, attempt_locked_factor, check_code
 from stepguard.service.decisions import policy_input
+from stepguard.service.delivery import OOB_FACTOR_TYPES, DeliveryService, PendingSend, SentCode
 from stepguard.service.deps import Deps
+from stepguard.service.notifications import confirm_notices, enroll_notices
 from stepguard.service.ports import UnitOfWork
 from stepguard.service.webauthn import (
     WebAuthnRegistrationRequest,
@@ -55,11 +65,13 @@ class Enrollment:
     otpauth_uri: Secret[str] | None = None
     recovery_codes: tuple[Secret[str], ...] = ()
     webauthn_options: dict[str, Any] | None = None  # PublicKeyCredentialCreationOptions JSON
+    sent: SentCode | None = None  # email/SMS: where the confirmation code went
 
 
 class FactorService:
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
+        self._delivery = DeliveryService(deps)
 
     async def list(self, subject_id: str) -> list[Factor]:
         async with self._deps.store.read() as uow:
@@ -101,8 +113,8 @@ class FactorService:
     ) -> None:
         """Raise ``StepUpRequiredError`` unless the session may manage factors now."""
         factors = await uow.factors.list_for_subject(subject.id)
-        if not any(f.status is FactorStatus.ACTIVE for f in factors):
-            return  # the first factor: nothing to step up with yet
+        if not any(f.status is FactorStatus.ACTIVE and gates_changes(f.type) for f in factors):
+            return  # the first factor: nothing to step up with yet (email never is one)
         if session_id is None:
             raise StepUpRequiredError()
         session = await uow.sessions.get(session_id)
@@ -165,11 +177,14 @@ class FactorService:
         totp: TotpSpec | None,
         actor: str | None,
         webauthn: WebAuthnRegistrationRequest | None = None,
+        destination: str | None = None,
     ) -> Enrollment:
         deps = self._deps
         now = deps.clock.now()
+        pending: PendingSend | None = None
         async with (
             self._refusal_audited("enroll", subject_id, session_id, actor),
+            self._delivery.refusals_audited(session_id=session_id, actor=actor),
             deps.store.transaction() as uow,
         ):
             subject = await self._subject(uow, subject_id)
@@ -242,6 +257,19 @@ class FactorService:
                     deps, uow, subject, factor, webauthn or WebAuthnRegistrationRequest(), now=now
                 )
                 enrollment = Enrollment(factor=factor, webauthn_options=options)
+            elif factor_type in OOB_FACTOR_TYPES:
+                await self._gate(uow, subject, session_id, proof_excludes=None, now=now)
+                pending = await self._delivery.begin_enrollment(
+                    uow,
+                    subject,
+                    factor_type,
+                    destination=destination,
+                    label=label,
+                    now=now,
+                    actor=actor,
+                    session_id=session_id,
+                )
+                enrollment = Enrollment(factor=pending.factor)
             else:  # pragma: no cover - every FactorType has a branch
                 raise InvalidRequestError(f"cannot enroll {factor_type}")
             await uow.audit.append(
@@ -261,6 +289,18 @@ class FactorService:
                     },
                 )
             )
+        if pending is not None:
+            enrollment = Enrollment(
+                factor=enrollment.factor, sent=await self._delivery.dispatch(pending)
+            )
+        deps.notifier.notify(
+            *enroll_notices(
+                subject_id,
+                factor_type,
+                active=enrollment.factor.status is FactorStatus.ACTIVE,
+                renewed=enrollment.factor.created_at != now,
+            )
+        )
         return enrollment
 
     async def confirm(
@@ -273,8 +313,9 @@ class FactorService:
         session_id: str | None,
         actor: str | None,
     ) -> Factor:
-        """Activate a pending factor: TOTP with its first valid code, WebAuthn with the
-        browser's registration response (``PublicKeyCredential.toJSON()``) to its options.
+        """Activate a pending factor: TOTP, email or SMS with its first valid code, WebAuthn
+        with the browser's registration response (``PublicKeyCredential.toJSON()``) to its
+        options.
 
         A WebAuthn response uses up its ceremony whether it verifies or not."""
         if (code is None) == (credential is None):
@@ -314,7 +355,15 @@ class FactorService:
                     await attempt_locked_factor(
                         uow,
                         factor,
-                        lambda: check_code(uow, factor, code, now=now),
+                        lambda: check_code(
+                            uow,
+                            factor,
+                            code,
+                            now=now,
+                            purpose=CodePurpose.ENROLL,
+                            challenge_id=None,
+                            oob=deps.outbound.config,
+                        ),
                         now=now,
                         lockout=deps.config.lockout,
                     )
@@ -337,6 +386,7 @@ class FactorService:
                 )
             )
             updated = await uow.factors.get(subject_id, factor_id)
+        deps.notifier.notify(*confirm_notices(subject_id, factor.type, failure))
         if failure is not None or updated is None:
             raise VerificationFailedError()
         return updated
@@ -367,3 +417,10 @@ class FactorService:
                     details={"factor_id": factor_id, "factor_type": factor.type.value},
                 )
             )
+        deps.notifier.notify(
+            Notice(
+                subject_id=subject_id,
+                type=NoticeType.FACTOR_REMOVED,
+                details={"factor_type": factor.type.value},
+            )
+        )

@@ -15,15 +15,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from stepguard.core.assurance import CompletedFactor
+from stepguard.core.factors.oob import Channel, CodePurpose
 from stepguard.core.model import (
     ApiKey,
     AuditEvent,
     CeremonyPurpose,
     Challenge,
+    DeliveryCode,
     Factor,
     Grant,
     RecordedAuditEvent,
@@ -32,8 +35,10 @@ from stepguard.core.model import (
     WebAuthnCeremony,
     WebAuthnCredential,
 )
+from stepguard.core.notices import Notice, NoticeType
 from stepguard.core.pages import BrowserSession, PageToken
 from stepguard.core.risk import RiskAssessment
+from stepguard.core.secret import Secret
 from stepguard.service.risk_ports import RiskRepository
 
 
@@ -243,6 +248,55 @@ class WebAuthnRepository(Protocol):
         """Use the open, unexpired ceremony with these challenge bytes, bound to ``binding``
         (the step-up challenge id, or the pending factor id). The ceremony for the single call
         that used it, ``None`` otherwise."""
+
+
+class DeliveryRepository(Protocol):
+    """Email/SMS codes (stored as HMACs) and the send log behind the send limits."""
+
+    async def lock_sends(self) -> None:
+        """Serialize send-limit checks until the transaction ends (across processes)."""
+        ...
+
+    async def count_sends(
+        self,
+        *,
+        since: datetime,
+        channel: Channel | None = None,
+        kind: str | None = None,
+        subject_id: str | None = None,
+        destination_key: str | None = None,
+    ) -> int:
+        """Sends at or after ``since`` matching every given filter."""
+        ...
+
+    async def record_send(
+        self,
+        *,
+        at: datetime,
+        channel: Channel,
+        kind: str,
+        subject_id: str | None,
+        destination_key: str,
+    ) -> None: ...
+
+    async def prune_sends(self, *, before: datetime) -> None: ...
+
+    async def add_code(self, code: DeliveryCode) -> None: ...
+
+    async def invalidate_codes(self, factor_id: str, *, at: datetime) -> int:
+        """Invalidate every live code of the factor; how many there were."""
+        ...
+
+    async def invalidate_code(self, code_id: str, *, at: datetime) -> None: ...
+
+    async def live_code(
+        self, factor_id: str, *, purpose: CodePurpose, challenge_id: str | None, at: datetime
+    ) -> DeliveryCode | None:
+        """The factor's newest unused, valid, unexpired code for exactly this binding."""
+        ...
+
+    async def use_code(self, code_id: str, *, at: datetime) -> bool:
+        """Live -> used. ``True`` only for the one call that did."""
         ...
 
 
@@ -258,6 +312,7 @@ class UnitOfWork(Protocol):
     risk: RiskRepository
     page_tokens: PageTokenRepository
     browser_sessions: BrowserSessionRepository
+    deliveries: DeliveryRepository
 
 
 class Store(Protocol):
@@ -315,4 +370,67 @@ class RiskAssessor(Protocol):
 
     def forget(self, subject_id: str) -> None:
         """Drop anything cached about the subject (its alerts or history changed)."""
+
+
+# --- out-of-band delivery ------------------------------------------------------------------
+
+
+class SendError(Exception):
+    """A sender could not hand a message to its provider.
+
+    ``reason`` is safe to audit (``"timeout"``, ``"http 503"``, ``"connection refused"``): it
+    never holds the code, the message body or a provider credential.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CodeMessage:
+    """A one-time code to send. ``summary`` says what the code approves."""
+
+    to: str
+    code: Secret[str]
+    purpose: CodePurpose
+    summary: str
+    action: str | None
+    expires_at: datetime
+    ttl_minutes: int
+    issuer: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoticeMessage:
+    to: str
+    type: NoticeType
+    at: datetime
+    issuer: str
+    details: dict[str, str] = field(default_factory=dict)
+
+
+class EmailSender(Protocol):
+    """Sends email (SMTP in production). Raises ``SendError``; any other exception is also
+    treated as a failed send."""
+
+    async def send_code(self, message: CodeMessage) -> None: ...
+    async def send_notice(self, message: NoticeMessage) -> None: ...
+
+
+class SmsSender(Protocol):
+    """Sends SMS through a provider. Raises ``SendError`` like ``EmailSender``."""
+
+    async def send_code(self, message: CodeMessage) -> None: ...
+    async def send_notice(self, message: NoticeMessage) -> None: ...
+
+
+class Notifier(Protocol):
+    """Tells users about security events, out of band. ``notify`` only schedules: it never
+    blocks or raises, so a security operation never depends on a notice being sent."""
+
+    def notify(self, *notices: Notice) -> None: ...
+
+    async def drain(self) -> None:
+        """Wait for every scheduled notice (shutdown and tests)."""
         ...

@@ -34,6 +34,7 @@ from stepguard.core.model import (
 )
 from stepguard.service.attempts import RejectedAttemptError, attempt_locked_factor
 from stepguard.service.deps import Deps
+from stepguard.service.notifications import attempt_notices
 from stepguard.service.ports import UnitOfWork
 from stepguard.service.webauthn import CodeProof, WebAuthnProof
 
@@ -141,6 +142,9 @@ class VerificationService:
                 await uow.audit.append(
                     _failure_event(challenge_id, None, proof.factor_id, failure.reason, now, actor)
                 )
+        deps.notifier.notify(
+            *attempt_notices(challenge.subject_id if challenge else None, factor_type, failure)
+        )
         if failure is not None:
             deps.risk.failed(challenge=challenge if failure.guess else None, now=now)
             deps.observer.verification(outcome="failure", factor_type=factor_type)

@@ -32,6 +32,7 @@ from stepguard.core.errors import (
     NotFoundError,
     SignCountRegressionError,
 )
+from stepguard.core.factors.oob import CodePurpose
 from stepguard.core.factors.webauthn import (
     CHALLENGE_BYTES,
     USER_HANDLE_BYTES,
@@ -354,9 +355,11 @@ class CodeProof:
     def __init__(self, *, factor_id: str, code: str) -> None:
         self.factor_id: str | None = factor_id
         self._code = code
+        self._challenge_id: str | None = None
 
     async def prepare(self, uow: UnitOfWork, challenge: Challenge, *, now: datetime) -> str:
         assert self.factor_id is not None
+        self._challenge_id = challenge.id  # email/SMS codes are bound to their challenge
         return self.factor_id
 
     def candidate(self, deps: Deps, factor: Factor, *, now: datetime) -> CompletedFactor:
@@ -367,7 +370,15 @@ class CodeProof:
     async def check(
         self, deps: Deps, uow: UnitOfWork, factor: Factor, *, now: datetime
     ) -> CompletedFactor:
-        await check_code(uow, factor, self._code, now=now)
+        await check_code(
+            uow,
+            factor,
+            self._code,
+            now=now,
+            purpose=CodePurpose.STEP_UP,
+            challenge_id=self._challenge_id,
+            oob=deps.outbound.config,
+        )
         return step_up_factor(factor.type, factor_id=factor.id, at=now)
 
 

@@ -246,6 +246,11 @@ def test_no_input_gets_a_server_error_or_an_answer_off_the_schema(
         # (integers beyond 2**53 - 1, nesting deeper than 16): its description says it, and
         # tests/integration/api/test_bad_input.py pins those 400s.
         checks = [check for check in CHECKS if check is not positive_data_acceptance]
+    if case.operation.label == "POST /v1/subjects/{subject_id}/factors":
+        # Email addresses and phone numbers are validated beyond what JSON Schema can say
+        # (email-validator, phonenumbers), and a channel may not be configured: 400s that
+        # tests/integration/api/test_oob_codes.py pins.
+        checks = [check for check in CHECKS if check is not positive_data_acceptance]
     response = case.call_and_validate(checks=checks)
     valid = case.meta is None or not case.meta.generation.mode.is_negative
     reached[(case.operation.label, valid, response.status_code)] += 1

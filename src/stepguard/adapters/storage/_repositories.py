@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from stepguard.adapters.crypto import SecretBox
 from stepguard.adapters.storage import _pages
+from stepguard.adapters.storage._deliveries import SqlDeliveryRepository
 from stepguard.adapters.storage._engine import STORAGE_ERRORS, map_storage_error
 from stepguard.adapters.storage._webauthn import SqlWebAuthnRepository
 from stepguard.adapters.storage.tables import (
@@ -77,6 +78,7 @@ from stepguard.service.ports import (
     AuditLog,
     BrowserSessionRepository,
     ChallengeRepository,
+    DeliveryRepository,
     FactorRepository,
     GrantRepository,
     PageTokenRepository,
@@ -404,6 +406,10 @@ _COUNT_CODES: Final = select(func.count()).where(
 )
 
 
+# Factors whose ``secret_enc`` is where their codes are sent (an address or number).
+_DESTINATION_TYPES: Final = frozenset({FactorType.EMAIL_OTP, FactorType.SMS_OTP})
+
+
 class SqlFactorRepository:
     __slots__ = ("_box", "_c")
 
@@ -417,13 +423,18 @@ class SqlFactorRepository:
             totp = TotpParameters(
                 algorithm=row.totp_algorithm, digits=row.totp_digits, period=row.totp_period
             )
-        secret = None
+        factor_type = FactorType(row.type)
+        secret = destination = None
         if row.secret_enc is not None:
-            secret = Secret(self._box.decrypt(row.secret_enc))
+            plaintext = self._box.decrypt(row.secret_enc)
+            if factor_type in _DESTINATION_TYPES:
+                destination = Secret(plaintext.decode("utf-8"))
+            else:
+                secret = Secret(plaintext)
         return Factor(
             id=row.id,
             subject_id=row.subject_id,
-            type=FactorType(row.type),
+            type=factor_type,
             status=FactorStatus(row.status),
             label=row.label,
             created_at=row.created_at,
@@ -434,7 +445,14 @@ class SqlFactorRepository:
             totp=totp,
             secret=secret,
             last_step=row.last_step,
+            destination=destination,
         )
+
+    def _encrypted_payload(self, factor: Factor) -> str | None:
+        """``secret_enc`` holds a TOTP seed, or an email/SMS factor's destination."""
+        if factor.destination is not None:
+            return self._box.encrypt(factor.destination.reveal().encode("utf-8"))
+        return self._box.encrypt(factor.secret.reveal()) if factor.secret else None
 
     async def get(self, subject_id: str, factor_id: str) -> Factor | None:
         result = await self._c.run(_GET_FACTOR, {"p_subject": subject_id, "p_id": factor_id})
@@ -465,9 +483,7 @@ class SqlFactorRepository:
                 "totp_algorithm": totp.algorithm if totp else None,
                 "totp_digits": totp.digits if totp else None,
                 "totp_period": totp.period if totp else None,
-                "secret_enc": (
-                    self._box.encrypt(factor.secret.reveal()) if factor.secret else None
-                ),
+                "secret_enc": self._encrypted_payload(factor),
                 "last_step": factor.last_step,
                 "failed_attempts": factor.failed_attempts,
                 "locked_until": factor.locked_until,
@@ -937,6 +953,7 @@ class SqlUnitOfWork:
         "audit",
         "browser_sessions",
         "challenges",
+        "deliveries",
         "factors",
         "grants",
         "page_tokens",
@@ -957,6 +974,7 @@ class SqlUnitOfWork:
     risk: RiskRepository
     page_tokens: PageTokenRepository
     browser_sessions: BrowserSessionRepository
+    deliveries: DeliveryRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -972,6 +990,7 @@ class SqlUnitOfWork:
         self.risk = SqlRiskRepository(connection)
         self.page_tokens = _pages.SqlPageTokenRepository(connection)
         self.browser_sessions = _pages.SqlBrowserSessionRepository(connection)
+        self.deliveries = SqlDeliveryRepository(connection)
 
     @property
     def connection(self) -> AsyncConnection:

@@ -34,6 +34,8 @@ __all__ = [
     "audit_head",
     "browser_sessions",
     "challenges",
+    "delivery_codes",
+    "delivery_log",
     "factors",
     "grants",
     "metadata",
@@ -421,4 +423,56 @@ risk_alerts = Table(
     Column("expires_at", UtcDateTime, nullable=False),
     Column("cleared_at", UtcDateTime, nullable=True),
     Column("actor", Text, nullable=True),
+)
+
+# Email/SMS one-time codes: only an HMAC of the code and its binding is stored. A code is live
+# while used_at and invalidated_at are NULL and expires_at is ahead; using it is a conditional
+# UPDATE. Sending a new code for a factor invalidates the factor's live ones.
+delivery_codes = Table(
+    "delivery_codes",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column(
+        "subject_id",
+        Text,
+        ForeignKey("subjects.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column(
+        "factor_id",
+        Text,
+        ForeignKey("factors.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("purpose", Text, nullable=False),  # CodePurpose
+    Column(
+        "challenge_id",
+        Text,
+        ForeignKey("challenges.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    Column("code_hash", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+    Column("invalidated_at", UtcDateTime, nullable=True),
+)
+
+# Every send (codes and notices), for the sliding-window send limits. No foreign keys: a
+# deleted subject's sends still count against its destination and the global budget.
+# ``destination_key`` is an HMAC of the destination, never the address itself.
+delivery_log = Table(
+    "delivery_log",
+    metadata,
+    Column("id", big_int_pk(), primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("channel", Text, nullable=False),  # Channel
+    Column("kind", Text, nullable=False),  # "code" or "notice:<type>"
+    Column("subject_id", Text, nullable=True),
+    Column("destination_key", Text, nullable=False),
+    Index("ix_delivery_log_subject_id_at", "subject_id", "at"),
+    Index("ix_delivery_log_destination_key_at", "destination_key", "at"),
+    Index("ix_delivery_log_channel_at", "channel", "at"),
 )

@@ -26,6 +26,7 @@ from stepguard.adapters.web.schemas import (
     ConfirmOut,
     DecisionIn,
     DecisionOut,
+    EmailEnrollIn,
     EnrollIn,
     EnrollOut,
     ErrorBody,
@@ -38,9 +39,11 @@ from stepguard.adapters.web.schemas import (
     QueryTime,
     RequirementOut,
     RiskOut,
+    SentCodeOut,
     SessionIn,
     SessionOut,
     SignalOut,
+    SmsEnrollIn,
     SubjectIn,
     SubjectOut,
     TotpEnrollIn,
@@ -55,15 +58,17 @@ from stepguard.core.assurance import FactorType, Requirement, SessionAssurance
 from stepguard.core.decision import Allow, StepUp
 from stepguard.core.errors import PolicyEvaluationError, UnauthenticatedError
 from stepguard.core.factors import OtpAlgorithm, TotpSpec
+from stepguard.core.factors.oob import mask
 from stepguard.core.model import ApiKey, Factor, Session, Subject, WebAuthnCredential
 from stepguard.core.policy.model import Outcome, PolicyInput
 from stepguard.sdk.rfc9470 import StepUpChallenge, format_www_authenticate
 from stepguard.service.container import Services
 from stepguard.service.decisions import DecisionRequest
+from stepguard.service.delivery import OOB_FACTOR_TYPES
 from stepguard.service.webauthn import WebAuthnRegistrationRequest
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 503)
+    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 429, 503)
 }
 
 
@@ -99,7 +104,11 @@ def _subject_out(subject: Subject) -> SubjectOut:
 
 
 def _factor_out(factor: Factor, webauthn: WebAuthnFactorInfo | None = None) -> FactorOut:
+    channel = OOB_FACTOR_TYPES.get(factor.type)
     return FactorOut(
+        destination=(
+            mask(channel, factor.destination.reveal()) if channel and factor.destination else None
+        ),
         id=factor.id,
         type=factor.type.value,
         label=factor.label,
@@ -353,6 +362,7 @@ def build_app(
         factor_type = FactorType(body.type)
         totp: TotpSpec | None = None
         webauthn: WebAuthnRegistrationRequest | None = None
+        destination: str | None = None
         if isinstance(body, TotpEnrollIn):
             totp = TotpSpec(
                 algorithm=OtpAlgorithm(body.algorithm), digits=body.digits, period=body.period
@@ -363,6 +373,10 @@ def build_app(
                 resident_key=body.resident_key,
                 require_user_verification=body.user_verification == "required",
             )
+        elif isinstance(body, EmailEnrollIn):
+            destination = body.address
+        elif isinstance(body, SmsEnrollIn):
+            destination = body.phone
         enrollment = await services.factors.enroll(
             subject_id,
             factor_type=factor_type,
@@ -371,7 +385,9 @@ def build_app(
             totp=totp,
             actor=caller.id,
             webauthn=webauthn,
+            destination=destination,
         )
+        sent = enrollment.sent
         uri = enrollment.otpauth_uri.reveal() if enrollment.otpauth_uri else None
         return EnrollOut(
             factor=_factor_out(enrollment.factor),
@@ -383,6 +399,16 @@ def build_app(
                 else None
             ),
             webauthn_options=enrollment.webauthn_options,
+            delivery=(
+                SentCodeOut(
+                    delivery_id=sent.delivery_id,
+                    channel=sent.channel.value,
+                    destination=sent.destination,
+                    expires_at=sent.expires_at,
+                )
+                if sent
+                else None
+            ),
         )
 
     @v1.post(
@@ -502,6 +528,9 @@ def build_app(
     app.include_router(risk_router(services, api_key=_api_key, responses=ERRORS))
     app.include_router(page_links_router(services, pages, caller=_api_key, responses=ERRORS))
     app.include_router(pages_router(services, pages))
+    from stepguard.adapters.web.deliveries import delivery_router
+
+    app.include_router(delivery_router(services, responses=ERRORS))
 
     # --- operations ---------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.PolicyEvaluationError.code: 422,
     errors.RiskUnavailableError.code: 503,
     errors.StorageUnavailableError.code: 503,
+    errors.DeliveryFailedError.code: 503,
+    errors.DeliveryRateLimitedError.code: 429,
 }
 
 _HTTP_CODES: dict[int, str] = {

@@ -288,6 +288,9 @@ class FactorOut(Out):
     confirmed_at: datetime | None
     last_used_at: datetime | None
     webauthn: WebAuthnFactorInfo | None = None
+    destination: str | None = Field(
+        default=None, description="Email and SMS factors: where codes go, masked."
+    )
 
 
 class FactorList(Out):
@@ -321,9 +324,36 @@ class WebAuthnEnrollIn(Strict):
     user_verification: Literal["required", "preferred"] = "required"
 
 
-EnrollIn = Annotated[
-    TotpEnrollIn | RecoveryCodesEnrollIn | WebAuthnEnrollIn, Field(discriminator="type")
+E164 = Annotated[
+    str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$"), Field(examples=["+4915112345678"])
 ]
+
+
+class EmailEnrollIn(Strict):
+    type: Literal["email_otp"]
+    address: Email
+    label: Label = ""
+    session_id: Identifier | None = None
+
+
+class SmsEnrollIn(Strict):
+    type: Literal["sms_otp"]
+    phone: E164
+    label: Label = ""
+    session_id: Identifier | None = None
+
+
+EnrollIn = Annotated[
+    TotpEnrollIn | RecoveryCodesEnrollIn | WebAuthnEnrollIn | EmailEnrollIn | SmsEnrollIn,
+    Field(discriminator="type"),
+]
+
+
+class SentCodeOut(Out):
+    delivery_id: str
+    channel: Literal["email", "sms"]
+    destination: str = Field(description="Masked.")
+    expires_at: datetime
 
 
 class EnrollOut(Out):
@@ -335,6 +365,9 @@ class EnrollOut(Out):
         default=None,
         description="PublicKeyCredentialCreationOptions as JSON (base64url binary fields), "
         "for PublicKeyCredential.parseCreationOptionsFromJSON().",
+    )
+    delivery: SentCodeOut | None = Field(
+        default=None, description="Email and SMS factors: the confirmation code just sent."
     )
 
 

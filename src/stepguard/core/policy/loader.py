@@ -24,6 +24,8 @@ Schema (version 1)::
           acr: aal2                 # required: aal1, aal2, phr, phrh, aal3 (a minimum)
           max_age: 300              # optional int >= 0 seconds; 0 = every time; absent = any
           methods: [totp, recovery_code]  # optional, non-empty FactorType values; absent = all
+                                          # (sms_otp counts for aal2 only when listed here;
+                                          # email_otp never reaches aal2)
           bind: true                # optional bool: the proof is valid once, for this
                                     #   exact transaction
         summary: "Transfer {context.amount} to {context.payee}"  # optional, step_up only:
@@ -47,7 +49,13 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
-from stepguard.core.assurance import AssuranceLevel, FactorType, Requirement
+from stepguard.core.assurance import (
+    SECOND_FACTOR,
+    AssuranceLevel,
+    FactorType,
+    Requirement,
+    SecondFactor,
+)
 from stepguard.core.policy._schema import (
     Where,
     boolean,
@@ -104,6 +112,15 @@ def _requirement(where: Where, value: Any) -> Requirement:
                     f"unknown method {name!r} (expected any of: {known})", f"step_up.methods[{i}]"
                 )
         methods = frozenset(names)
+        if _ACR_VALUES[acr] >= AssuranceLevel.AAL2 and all(
+            SECOND_FACTOR.get(name) is SecondFactor.NO for name in methods
+        ):
+            where.fail(
+                f"{', '.join(sorted(methods))} is not a second factor and can never reach "
+                f"{acr} (NIST SP 800-63B: email is not an out-of-band authenticator); "
+                "use acr: aal1 with max_age to re-verify by email",
+                "step_up.methods",
+            )
     bind = boolean(where, spec["bind"], "step_up.bind") if "bind" in spec else False
     return Requirement(acr=_ACR_VALUES[acr], max_age=max_age, methods=methods, bind=bind)
 
