@@ -137,9 +137,12 @@ class StepGuardClient:
         ip: str | None = None,
         user_agent: str | None = None,
         grant: str | Secret | None = None,
+        challenge_id: str | None = None,
     ) -> Decision:
         """Ask whether ``action`` may proceed now. ``grant`` is a proof from a completed
-        transaction-bound step-up (``VerificationResult.grant``)."""
+        transaction-bound step-up (``VerificationResult.grant``); ``challenge_id`` names a
+        challenge the user just completed on the hosted page (the server redeems it once, for
+        this exact transaction). Either is sent only when set."""
         return self._call(
             api.decide(
                 session_id,
@@ -149,6 +152,7 @@ class StepGuardClient:
                 ip=ip,
                 user_agent=user_agent,
                 grant=grant,
+                challenge_id=challenge_id,
             )
         )
 
@@ -357,6 +361,7 @@ class AsyncStepGuardClient:
         ip: str | None = None,
         user_agent: str | None = None,
         grant: str | Secret | None = None,
+        challenge_id: str | None = None,
     ) -> Decision:
         return await self._call(
             api.decide(
@@ -367,6 +372,7 @@ class AsyncStepGuardClient:
                 ip=ip,
                 user_agent=user_agent,
                 grant=grant,
+                challenge_id=challenge_id,
             )
         )
 

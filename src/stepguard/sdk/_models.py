@@ -133,10 +133,15 @@ class RiskSummary:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChallengeRef:
-    """The open challenge a ``step_up`` decision created. Send the user to complete it."""
+    """The open challenge a ``step_up`` decision created. Send the user to complete it.
+
+    ``page_url`` is the absolute URL of the hosted step-up page for this challenge (with a
+    single-use token), when the server hosts one; ``None`` otherwise.
+    """
 
     id: str
     expires_at: datetime
+    page_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

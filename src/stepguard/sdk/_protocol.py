@@ -267,6 +267,7 @@ def decide(
     ip: str | None,
     user_agent: str | None,
     grant: str | Secret | None,
+    challenge_id: str | None = None,
 ) -> Operation[Decision]:
     _segment("session_id", session_id)
     return Operation(
@@ -281,6 +282,7 @@ def decide(
             ip=ip,
             user_agent=user_agent,
             grant=None if grant is None else _reveal(grant),
+            challenge_id=challenge_id,
         ),
     )
 
@@ -661,7 +663,9 @@ def _risk(f: _Fields) -> RiskSummary:
 
 
 def _challenge_ref(f: _Fields) -> ChallengeRef:
-    return ChallengeRef(id=f.text("id"), expires_at=f.timestamp("expires_at"))
+    return ChallengeRef(
+        id=f.text("id"), expires_at=f.timestamp("expires_at"), page_url=f.opt_text("page_url")
+    )
 
 
 _DECISION_KINDS: Final = tuple(kind.value for kind in DecisionKind)
