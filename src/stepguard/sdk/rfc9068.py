@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import httpx
 from joserfc import jwt
@@ -338,6 +338,7 @@ class _KeyCache:
         self.jwks_uri: str | None = None
         self.fetched_at = 0.0
         self.attempted_at: float | None = None
+        self.unknown_kid_at: float | None = None
         self.refresh_interval = refresh_interval
         self.max_key_age = max_key_age
         self.fetches = 0
@@ -350,12 +351,20 @@ class _KeyCache:
         return any(key.kid == kid for key in self.keys)
 
     def should_fetch(self, kid: str | None, now: float) -> bool:
+        """Whether to fetch the key set now. Unknown ``kid`` refreshes (which anyone can
+        trigger with a made-up ``kid``) happen at most once per ``refresh_interval``; so do
+        retries while the issuer is unreachable."""
         if self.keys is None or now - self.fetched_at >= self.max_key_age:
-            # Nothing usable, or stale: try, but not more often than the rate limit allows.
             return self.attempted_at is None or now - self.attempted_at >= self.refresh_interval
         if self.knows(kid):
             return False
-        return self.attempted_at is None or now - self.attempted_at >= self.refresh_interval
+        return self.unknown_kid_at is None or now - self.unknown_kid_at >= self.refresh_interval
+
+    def mark_attempt(self, kid: str | None, now: float) -> None:
+        if self.keys is not None and now - self.fetched_at < self.max_key_age:
+            self.unknown_kid_at = now  # a refresh for an unknown kid
+        else:
+            self.attempted_at = now
 
     def store(self, document: dict[str, Any], now: float) -> None:
         try:
@@ -486,6 +495,12 @@ class AccessTokenVerifier(_VerifierBase):
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def verify(self, token: str) -> VerifiedAccessToken:
         """The verified token; :class:`InvalidTokenError` or :class:`IssuerUnavailableError`."""
         rules = self._config.rules
@@ -494,7 +509,7 @@ class AccessTokenVerifier(_VerifierBase):
             with self._lock:
                 now = self._config.clock()
                 if self._cache.should_fetch(kid, now):
-                    self._cache.attempted_at = now
+                    self._cache.mark_attempt(kid, now)
                     self._refresh(now)
         return rules.verify(token, alg, self._cache.usable(), self._config.clock())
 
@@ -536,6 +551,12 @@ class AsyncAccessTokenVerifier(_VerifierBase):
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
     async def verify(self, token: str) -> VerifiedAccessToken:
         rules = self._config.rules
         alg, kid = rules.header(token)
@@ -543,7 +564,7 @@ class AsyncAccessTokenVerifier(_VerifierBase):
             async with self._lock:
                 now = self._config.clock()
                 if self._cache.should_fetch(kid, now):
-                    self._cache.attempted_at = now
+                    self._cache.mark_attempt(kid, now)
                     await self._refresh(now)
         return rules.verify(token, alg, self._cache.usable(), self._config.clock())
 
