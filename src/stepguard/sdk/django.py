@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Concatenate, ParamSpec, TypeVar, cast
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, RawPostDataException
 from django.utils.module_loading import import_string
 
 from stepguard.sdk._client import StepGuardClient
@@ -210,18 +210,28 @@ class StepUpGuard:
             return header
         if request.method in ("GET", "HEAD"):
             return None
-        content_type = request.headers.get("Content-Type")
-        if not content_type:
-            return None
-        # request.body is cached: the view can still read request.POST.
-        return grant_from_body(content_type, request.body, self.options.grant_field)
+        content_type = request.content_type or ""
+        if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            values = request.POST.getlist(self.options.grant_field)
+            return values[0] if len(values) == 1 and values[0] else None
+        try:
+            # request.body is cached: the view can still read it.
+            body = request.body
+        except RawPostDataException:
+            return None  # the body was streamed already: no grant from it
+        return grant_from_body(content_type, body, self.options.grant_field)
 
 
 def _configured_guard() -> StepUpGuard:
     value = getattr(settings, "STEPGUARD_GUARD", None)
     guard = import_string(value) if isinstance(value, str) else value
+    if callable(guard) and not isinstance(guard, StepUpGuard):
+        guard = guard()
     if not isinstance(guard, StepUpGuard):
-        raise TypeError("settings.STEPGUARD_GUARD must be a StepUpGuard or its dotted path")
+        raise TypeError(
+            "settings.STEPGUARD_GUARD must be a StepUpGuard, a function returning one, "
+            "or the dotted path of either"
+        )
     return guard
 
 

@@ -183,8 +183,12 @@ class StepUpGuard:
         header = request.headers.get(self.options.grant_header)
         if header:
             return header
-        if request.method in ("GET", "HEAD") or not request.content_type:
+        if request.method in ("GET", "HEAD") or not request.mimetype:
             return None
-        # Cached: the view can still read request.form / request.json.
+        field_name = self.options.grant_field
+        if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            values = request.form.getlist(field_name)
+            return values[0] if len(values) == 1 and values[0] else None
+        # Cached: the view can still read request.get_data() / request.json.
         data: Any = request.get_data(cache=True)
-        return grant_from_body(request.content_type, data, self.options.grant_field)
+        return grant_from_body(request.mimetype, data, field_name)
