@@ -79,7 +79,7 @@ def django_settings() -> None:
     if not settings.configured:
         settings.configure(
             DEBUG=False,
-            SECRET_KEY="tests-only",  # noqa: S106
+            SECRET_KEY="tests-only",
             ROOT_URLCONF=__name__,
             ALLOWED_HOSTS=["testserver"],
             MIDDLEWARE=["stepguard.sdk.django.StepUpMiddleware"],

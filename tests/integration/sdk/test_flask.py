@@ -34,7 +34,7 @@ def build_app(client: StepGuardClient) -> tuple[flask.Flask, list[str]]:
     @app.post("/transfer")
     @guard.require(
         "payments.transfer",
-        context=lambda r: {"amount": r.json["amount"], "payee": r.json["payee"]},  # type: ignore[index]
+        context=lambda r: {"amount": r.json["amount"], "payee": r.json["payee"]},
     )
     def transfer() -> dict[str, Any]:
         ran.append("transfer")

@@ -5,14 +5,15 @@ StepGuard is not involved: the app's StepGuard client points at a closed port, s
 to it would fail closed (503) instead of the answers asserted here.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads these local Annotated[...]
+# dependencies when the route is defined.
 import base64
 import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Annotated
 
 import httpx
 import pytest
@@ -60,12 +61,14 @@ async def http(issuer: LocalIssuer, closed_port_url: str) -> AsyncIterator[httpx
 
         @app.post("/transfer")
         async def transfer(
-            token: VerifiedAccessToken = Depends(tokens.require(acr="aal2", max_age=300)),
+            token: Annotated[VerifiedAccessToken, Depends(tokens.require(acr="aal2", max_age=300))],
         ) -> dict[str, object]:
             return {"sub": token.subject, "acr": token.acr}
 
         @app.post("/guarded")  # proves the StepGuard client really is unreachable
-        async def guarded(_: object = Depends(guard.require("payments.transfer"))) -> None:
+        async def guarded(
+            _: Annotated[object, Depends(guard.require("payments.transfer"))],
+        ) -> None:
             return None
 
         transport = httpx.ASGITransport(app=app)
@@ -122,7 +125,7 @@ async def test_stale_auth_time_is_the_challenge_with_max_age(
 
 
 def _none_token(issuer: LocalIssuer) -> str:
-    def b64(value: dict[str, object]) -> str:
+    def b64(value: Mapping[str, object]) -> str:
         return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
 
     header = {"alg": "none", "typ": "at+jwt", "kid": "k1"}

@@ -5,11 +5,11 @@ The application is a real FastAPI app driven through httpx's ASGI transport; its
 to ``stepguard serve`` over TCP with the SDK's async client.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads these local Annotated[...]
+# dependencies when the route is defined.
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -44,10 +44,12 @@ def build_app(client: AsyncStepGuardClient, **guard_options: Any) -> tuple[FastA
     ran: list[str] = []
     app.state.ran = ran
 
+    transfer_guard = guard.require("payments.transfer", context=amount_context)
+
     @app.post("/transfer")
     async def transfer(
         request: Request,
-        decision: Decision = Depends(guard.require("payments.transfer", context=amount_context)),
+        decision: Annotated[Decision, Depends(transfer_guard)],
     ) -> dict[str, object]:
         ran.append("transfer")
         assert request.state.stepguard is decision
@@ -55,12 +57,15 @@ def build_app(client: AsyncStepGuardClient, **guard_options: Any) -> tuple[FastA
 
     @app.get("/statement")
     async def statement(
-        _: Decision = Depends(
-            guard.require(
-                "payments.transfer",
-                context=lambda r: {"amount": int(r.query_params["amount"]), "payee": "x"},
-            )
-        ),
+        _: Annotated[
+            Decision,
+            Depends(
+                guard.require(
+                    "payments.transfer",
+                    context=lambda r: {"amount": int(r.query_params["amount"]), "payee": "x"},
+                )
+            ),
+        ],
     ) -> dict[str, object]:
         ran.append("statement")
         return {"ok": True}
@@ -79,14 +84,16 @@ def build_app(client: AsyncStepGuardClient, **guard_options: Any) -> tuple[FastA
 
     @app.post("/delete-everything")
     async def delete_everything(
-        _: Decision = Depends(guard.require("nothing.matches.this")),
+        _: Annotated[Decision, Depends(guard.require("nothing.matches.this"))],
     ) -> dict[str, object]:
         ran.append("delete")
         return {}
 
+    settings_guard = guard.require("settings.change", on_unavailable=FailMode.STEP_UP)
+
     @app.post("/settings")
     async def settings(
-        _: Decision = Depends(guard.require("settings.change", on_unavailable=FailMode.STEP_UP)),
+        _: Annotated[Decision, Depends(settings_guard)],
     ) -> dict[str, object]:
         ran.append("settings")
         return {}

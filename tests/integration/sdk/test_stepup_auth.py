@@ -2,12 +2,13 @@
 a ``TokenGuard``, served by uvicorn over TCP for the sync client, over ASGI for the async one),
 with tokens from a real issuer."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads these local Annotated[...]
+# dependencies when the route is defined.
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import httpx
 import pytest
@@ -41,7 +42,7 @@ def build_api(issuer: LocalIssuer) -> Api:
     @app.post("/transfer")
     async def transfer(
         request: Request,
-        token: VerifiedAccessToken = Depends(tokens.require(acr="aal2", max_age=300)),
+        token: Annotated[VerifiedAccessToken, Depends(tokens.require(acr="aal2", max_age=300))],
     ) -> dict[str, object]:
         return {"acr": token.acr, "body": (await request.json())}
 
