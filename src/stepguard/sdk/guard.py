@@ -192,7 +192,9 @@ ContextArg = (
 )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# No slots: ``ProtectedRoute[Request](...)`` sets ``__orig_class__``, which a frozen slotted
+# dataclass turns into a TypeError.
+@dataclass(frozen=True, kw_only=True)
 class ProtectedRoute(Generic[R]):
     """A route the middleware guards: ``path`` (exact, or a ``fnmatch`` pattern such as
     ``/admin/*``), ``methods`` (``None``: all), the StepGuard ``action``, an optional
