@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Concatenate, ParamSpec, TypeVar, cast
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, RawPostDataException
@@ -35,6 +35,11 @@ from django.utils.module_loading import import_string
 
 from stepguard.sdk._client import StepGuardClient
 from stepguard.sdk._models import Decision
+from stepguard.sdk.errors import (
+    InsufficientUserAuthenticationError,
+    InvalidTokenError,
+    IssuerUnavailableError,
+)
 from stepguard.sdk.guard import (
     DEFAULT_CHALLENGE_PARAM,
     DEFAULT_GRANT_FIELD,
@@ -51,6 +56,7 @@ from stepguard.sdk.guard import (
     clean_user_agent,
     enforce,
     grant_from_body,
+    token_replies,
 )
 
 __all__ = [
@@ -59,6 +65,7 @@ __all__ = [
     "StepUpGuard",
     "StepUpInterrupt",
     "StepUpMiddleware",
+    "TokenGuard",
     "response_for",
 ]
 
@@ -265,3 +272,50 @@ class StepUpMiddleware:
         if isinstance(exception, StepUpInterrupt):
             return response_for(exception.reply)
         return None
+
+
+class TokenGuard:
+    """Bearer-token views (RFC 9068 access tokens, RFC 9470 challenges), StepGuard not
+    involved. ``verifier`` is a :class:`~stepguard.sdk.rfc9068.AccessTokenVerifier` (typed
+    loosely so that this module imports without joserfc). The verified token is in
+    ``request.access_token``."""
+
+    def __init__(self, verifier: Any) -> None:
+        self.verifier = verifier
+
+    def require(
+        self, *, acr: str | None = None, max_age: int | None = None
+    ) -> Callable[
+        [Callable[Concatenate[HttpRequest, P], V]],
+        Callable[Concatenate[HttpRequest, P], V | HttpResponse],
+    ]:
+        from stepguard.sdk.rfc9068 import TokenRequirement, bearer_token
+
+        requirement = TokenRequirement(acr=acr, max_age=max_age)
+        verifier = self.verifier
+
+        def decorator(
+            view: Callable[Concatenate[HttpRequest, P], V],
+        ) -> Callable[Concatenate[HttpRequest, P], V | HttpResponse]:
+            @functools.wraps(view)
+            def guarded(
+                request: HttpRequest, /, *args: P.args, **kwargs: P.kwargs
+            ) -> V | HttpResponse:
+                raw = bearer_token(request.headers.get("Authorization"))
+                try:
+                    if raw is None:
+                        raise InvalidTokenError("")
+                    token = verifier.verify(raw)
+                    verifier.require(token, requirement)
+                except (
+                    InvalidTokenError,
+                    InsufficientUserAuthenticationError,
+                    IssuerUnavailableError,
+                ) as error:
+                    return response_for(token_replies(error, token_present=raw is not None))
+                request.access_token = token  # type: ignore[attr-defined]
+                return view(request, *args, **kwargs)
+
+            return guarded
+
+        return decorator

@@ -29,6 +29,11 @@ import flask
 
 from stepguard.sdk._client import StepGuardClient
 from stepguard.sdk._models import Decision
+from stepguard.sdk.errors import (
+    InsufficientUserAuthenticationError,
+    InvalidTokenError,
+    IssuerUnavailableError,
+)
 from stepguard.sdk.guard import (
     DEFAULT_CHALLENGE_PARAM,
     DEFAULT_GRANT_FIELD,
@@ -44,9 +49,10 @@ from stepguard.sdk.guard import (
     clean_user_agent,
     enforce,
     grant_from_body,
+    token_replies,
 )
 
-__all__ = ["FailMode", "StepUpGuard", "StepUpInterrupt", "response_for"]
+__all__ = ["FailMode", "StepUpGuard", "StepUpInterrupt", "TokenGuard", "response_for"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -192,3 +198,43 @@ class StepUpGuard:
         # Cached: the view can still read request.get_data() / request.json.
         data: Any = request.get_data(cache=True)
         return grant_from_body(request.mimetype, data, field_name)
+
+
+class TokenGuard:
+    """Bearer-token views (RFC 9068 access tokens, RFC 9470 challenges), StepGuard not
+    involved. ``verifier`` is a :class:`~stepguard.sdk.rfc9068.AccessTokenVerifier` (typed
+    loosely so that this module imports without joserfc). The verified token is in
+    ``flask.g.access_token``."""
+
+    def __init__(self, verifier: Any) -> None:
+        self.verifier = verifier
+
+    def require(
+        self, *, acr: str | None = None, max_age: int | None = None
+    ) -> Callable[[Callable[P, T]], Callable[P, T | flask.Response]]:
+        from stepguard.sdk.rfc9068 import TokenRequirement, bearer_token
+
+        requirement = TokenRequirement(acr=acr, max_age=max_age)
+        verifier = self.verifier
+
+        def decorator(view: Callable[P, T]) -> Callable[P, T | flask.Response]:
+            @functools.wraps(view)
+            def guarded(*args: P.args, **kwargs: P.kwargs) -> T | flask.Response:
+                raw = bearer_token(flask.request.headers.get("Authorization"))
+                try:
+                    if raw is None:
+                        raise InvalidTokenError("")
+                    token = verifier.verify(raw)
+                    verifier.require(token, requirement)
+                except (
+                    InvalidTokenError,
+                    InsufficientUserAuthenticationError,
+                    IssuerUnavailableError,
+                ) as error:
+                    return response_for(token_replies(error, token_present=raw is not None))
+                flask.g.access_token = token
+                return view(*args, **kwargs)
+
+            return guarded
+
+        return decorator

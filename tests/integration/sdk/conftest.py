@@ -7,6 +7,7 @@ import secrets
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pytest
 
@@ -84,3 +85,35 @@ def hanging_url() -> Iterator[str]:
         sock.bind(("127.0.0.1", 0))
         sock.listen(16)
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+class DjangoSite:
+    """The Django project of these tests: ``urlpatterns`` and the guard the middleware uses
+    (settings can be configured once per process, so every Django test shares them)."""
+
+    urlpatterns: ClassVar[list[Any]] = []
+    guard: ClassVar[Any] = None
+
+
+def current_django_guard() -> Any:
+    return DjangoSite.guard
+
+
+@pytest.fixture(scope="session")
+def django_site() -> type[DjangoSite]:
+    import django
+    from django.conf import settings
+
+    if not settings.configured:
+        settings.configure(
+            DEBUG=False,
+            SECRET_KEY="tests-only",
+            ROOT_URLCONF=DjangoSite,
+            ALLOWED_HOSTS=["testserver"],
+            MIDDLEWARE=["stepguard.sdk.django.StepUpMiddleware"],
+            STEPGUARD_GUARD=current_django_guard,
+            INSTALLED_APPS=[],
+            DATABASES={},
+        )
+        django.setup()
+    return DjangoSite

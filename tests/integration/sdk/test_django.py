@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-import django
 import pytest
-from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.test import Client
 from django.urls import path
@@ -17,15 +15,11 @@ from stepguard.sdk import StepGuardClient, parse_www_authenticate
 from stepguard.sdk.django import ProtectedRoute, StepUpGuard
 from support.server import LiveServer
 
-from .conftest import User
+from .conftest import DjangoSite, User
 
 pytestmark = pytest.mark.slow
 
 PUBLIC_URL = "https://stepguard.example.test"
-
-
-class Holder:
-    guard: StepUpGuard | None = None
 
 
 RAN: list[str] = []
@@ -36,11 +30,9 @@ def _session(request: HttpRequest) -> str | None:
 
 
 def _guard() -> StepUpGuard:
-    assert Holder.guard is not None
-    return Holder.guard
-
-
-current_guard = _guard  # settings.STEPGUARD_GUARD names this function
+    guard = DjangoSite.guard
+    assert isinstance(guard, StepUpGuard)
+    return guard
 
 
 def decorated(request: HttpRequest) -> JsonResponse:
@@ -67,33 +59,23 @@ def admin_area(request: HttpRequest) -> JsonResponse:
     return JsonResponse({})
 
 
-urlpatterns = [
+URLS = [
     path("transfer", decorated),
     path("pay", per_call),
     path("admin/panel", admin_area),
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def django_settings() -> None:
-    if not settings.configured:
-        settings.configure(
-            DEBUG=False,
-            SECRET_KEY="tests-only",
-            ROOT_URLCONF=__name__,
-            ALLOWED_HOSTS=["testserver"],
-            MIDDLEWARE=["stepguard.sdk.django.StepUpMiddleware"],
-            STEPGUARD_GUARD=f"{__name__}.current_guard",
-            INSTALLED_APPS=[],
-            DATABASES={},
-        )
-        django.setup()
+@pytest.fixture(autouse=True)
+def site(django_site: type[DjangoSite]) -> type[DjangoSite]:
+    django_site.urlpatterns[:] = URLS
+    return django_site
 
 
 @pytest.fixture
 def sg(stepguard: LiveServer) -> Iterator[StepGuardClient]:
     with StepGuardClient(stepguard.base_url, stepguard.api_key) as client:
-        Holder.guard = StepUpGuard(
+        DjangoSite.guard = StepUpGuard(
             client,
             session_id=_session,
             public_url=PUBLIC_URL,
@@ -136,7 +118,7 @@ def test_django_decisions(sg: StepGuardClient, admin: StepGuardClient, user: Use
 
 def test_django_fails_closed_when_stepguard_hangs(hanging_url: str) -> None:
     with StepGuardClient(hanging_url, "sgk_test_key", timeout=0.5) as client:
-        Holder.guard = StepUpGuard(client, session_id=_session, public_url=PUBLIC_URL)
+        DjangoSite.guard = StepUpGuard(client, session_id=_session, public_url=PUBLIC_URL)
         RAN.clear()
         response = Client(headers={"X-Session": "ses_1"}).post("/transfer", {"amount": "1"})
     assert response.status_code == 503
