@@ -92,6 +92,11 @@ EXPECTED_PUBLIC_API = {
     "PayloadTooLargeError",
     "MethodNotAllowedError",
     "RateLimitedError",
+    "InsufficientUserAuthenticationError",
+    "InvalidTokenError",
+    "IssuerUnavailableError",
+    # the caller's side of RFC 9470 for httpx
+    "StepUpAuth",
     # RFC 9470
     "StepUpChallenge",
     "format_www_authenticate",

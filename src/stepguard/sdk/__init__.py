@@ -9,6 +9,12 @@
         if decision.step_up_required:
             ...  # send the user to complete decision.challenge
 
+Framework integrations (imported on demand, each needing its extra):
+:mod:`stepguard.sdk.starlette` (Starlette, FastAPI), :mod:`stepguard.sdk.flask`,
+:mod:`stepguard.sdk.django`; their shared core is :mod:`stepguard.sdk.guard`, and bearer-token
+verification (RFC 9068, joserfc) is :mod:`stepguard.sdk.rfc9068`. :class:`StepUpAuth` is the
+caller's side of RFC 9470 for httpx.
+
 Every failure raises a :class:`StepGuardSDKError` subclass. The SDK needs only the standard
 library and httpx, imports no server code, and does nothing at import time.
 """
@@ -34,11 +40,15 @@ from stepguard.sdk._models import (
     Subject,
     VerificationResult,
 )
+from stepguard.sdk._stepup_auth import StepUpAuth
 from stepguard.sdk.errors import (
     APIError,
     ConflictError,
+    InsufficientUserAuthenticationError,
     InternalServerError,
     InvalidRequestError,
+    InvalidTokenError,
+    IssuerUnavailableError,
     MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
@@ -78,8 +88,11 @@ __all__ = [
     "FactorInfo",
     "FactorType",
     "HealthStatus",
+    "InsufficientUserAuthenticationError",
     "InternalServerError",
     "InvalidRequestError",
+    "InvalidTokenError",
+    "IssuerUnavailableError",
     "MethodNotAllowedError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -94,6 +107,7 @@ __all__ = [
     "SessionInvalidError",
     "StepGuardClient",
     "StepGuardSDKError",
+    "StepUpAuth",
     "StepUpChallenge",
     "StepUpRequiredError",
     "StorageUnavailableError",

@@ -9,7 +9,10 @@
     │   ├── ...                     one class per stable code (see ``error_class_for``)
     │   └── RateLimitedError        rate_limited (with ``retry_after``)
     ├── TransportError              no usable answer: connect failure, timeout, broken connection
-    └── ProtocolError               an answer the SDK cannot trust: not JSON, missing fields
+    ├── ProtocolError               an answer the SDK cannot trust: not JSON, missing fields
+    ├── InsufficientUserAuthenticationError   RFC 9470: authentication too weak or too old
+    ├── InvalidTokenError           RFC 6750 invalid_token: an access token that does not verify
+    └── IssuerUnavailableError      a token issuer's discovery document or keys cannot be had
 
 A middleware that must fail closed catches :class:`StepGuardSDKError`. An error code this SDK
 does not know yet (a newer server) becomes a plain :class:`APIError` with that ``code``.
@@ -19,13 +22,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from stepguard.sdk.rfc9470 import StepUpChallenge
 
 __all__ = [
     "APIError",
     "ConflictError",
+    "InsufficientUserAuthenticationError",
     "InternalServerError",
     "InvalidRequestError",
+    "InvalidTokenError",
+    "IssuerUnavailableError",
     "MethodNotAllowedError",
     "NotFoundError",
     "PayloadTooLargeError",
@@ -196,6 +205,35 @@ class ProtocolError(StepGuardSDKError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         self.status = status
         super().__init__(message)
+
+
+class InsufficientUserAuthenticationError(StepGuardSDKError):
+    """RFC 9470 ``insufficient_user_authentication``: the caller's authentication is too weak
+    or too old for this request. ``challenge`` says what would be enough (``acr_values``,
+    ``max_age``)."""
+
+    code = "insufficient_user_authentication"
+
+    def __init__(self, challenge: StepUpChallenge, message: str | None = None) -> None:
+        self.challenge = challenge
+        super().__init__(
+            message or challenge.error_description or "a different authentication level is required"
+        )
+
+
+class InvalidTokenError(StepGuardSDKError):
+    """RFC 6750 ``invalid_token``: the access token is malformed, expired, not for this
+    audience, not from the expected issuer, or its signature does not verify. The message
+    is safe to show to the caller; it never contains the token."""
+
+    code = "invalid_token"
+
+
+class IssuerUnavailableError(StepGuardSDKError):
+    """The token issuer's discovery document or signing keys could not be fetched or
+    parsed, so no token can be verified now (callers must refuse, not allow)."""
+
+    code = "issuer_unavailable"
 
 
 _BY_CODE: Final[Mapping[str, type[APIError]]] = MappingProxyType(
