@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo serve test lint typecheck contracts pytest bench clean
+.PHONY: install demo serve test lint typecheck contracts pytest bench bench-risk clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ pytest: install
 
 bench: install ## latency and throughput figures (see bench/README.md)
 	$(BIN)/python bench/decision.py
+
+bench-risk: install ## risk engine evaluation on simulated logins (bench/risk/README.md)
+	$(BIN)/python bench/risk/evaluate.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis
