@@ -165,7 +165,9 @@ def test_a_totp_step_up_returns_to_the_app_which_then_redeems_it(
     assert replay.step_up_required
     assert replay.challenge is not None
     assert replay.challenge.page_url is not None
-    assert replay.challenge.page_url.reveal().startswith(f"{server.base_url}/challenge/")
+    # The default public_url: localhost (a host name WebAuthn accepts), the server's port.
+    page_url = replay.challenge.page_url.reveal()
+    assert page_url.startswith(f"http://localhost:{server.port}/challenge/")
     assert "sgp_" not in repr(replay)
 
 
