@@ -252,7 +252,7 @@ def test_the_account_page_adds_totp_makes_recovery_codes_and_removes_a_factor(
         page.get_by_role("button", name="Verify").click()
         expect(page.locator("#notice")).to_contain_text("You're verified")
 
-        page.get_by_label("Name (optional)").fill("Work phone")
+        page.get_by_label("Name (optional)", exact=True).fill("Work phone")
         page.get_by_role("button", name="Add authenticator app").click()
         expect(page.get_by_role("heading", name="Set up your authenticator app")).to_be_visible()
         expect(page.get_by_role("img", name="QR code")).to_be_visible()

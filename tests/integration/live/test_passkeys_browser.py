@@ -141,7 +141,7 @@ def open_account(api: httpx.Client, page: Page, session: str) -> None:
 
 
 def add_passkey(page: Page, label: str) -> None:
-    page.get_by_label("Name (optional)").nth(0).fill(label)
+    page.get_by_label("Passkey name (optional)").fill(label)
     page.get_by_role("button", name="Add a passkey").click()
     expect(page.locator("#notice")).to_have_text("Your passkey or security key is set up.")
 
@@ -179,7 +179,7 @@ def test_a_passkey_and_a_security_key_are_added_on_the_account_page_after_a_step
 
         # A roaming key: a second authenticator on USB, through the same page.
         roaming = keys.add("usb")
-        page.get_by_label("Name (optional)").nth(1).fill("YubiKey")
+        page.get_by_label("Security key name (optional)").fill("YubiKey")
         with page.expect_navigation():
             page.get_by_role("button", name="Add a security key").click()
         expect(page.locator("#notice")).to_have_text("Your passkey or security key is set up.")
