@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -60,9 +61,46 @@ def load_policy_file(path: Path) -> CompiledPolicy:
     return load_policy(text, source=str(path))
 
 
+def public_url(settings: Settings) -> str:
+    """Where browsers reach StepGuard: ``public_url``, else ``http://localhost:{port}``.
+
+    ``localhost``, not ``127.0.0.1``: WebAuthn refuses IP addresses as relying party ids, and
+    browsers treat ``http://localhost`` as a secure context, so passkeys work out of the box."""
+    return (settings.public_url or f"http://localhost:{settings.port}").rstrip("/")
+
+
+def _browser_origin(url: str) -> str:
+    """``scheme://host[:port]`` as a browser reports it (lower case, no default port)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return f"{parts.scheme.lower()}://{host}" + (f":{port}" if port and port != default else "")
+
+
 def relying_party(settings: Settings) -> RelyingParty:
     """The WebAuthn relying party; reads the attestation root files (refuses to start if one
-    is unreadable or not a PEM certificate)."""
+    is unreadable or not a PEM certificate).
+
+    Unset, the rp id is ``public_url``'s host and the origins are its origin; explicit
+    settings win. Refuses to start when ``public_url``'s host is not within the rp id (the
+    hosted pages could then never run a ceremony)."""
+    url = public_url(settings)
+    host = (urlsplit(url).hostname or "").lower()
+    rp_id = settings.webauthn_rp_id if settings.webauthn_rp_id is not None else host
+    origins = (
+        settings.webauthn_origins
+        if settings.webauthn_origins is not None
+        else [_browser_origin(url)]
+    )
+    if host != rp_id and not host.endswith(f".{rp_id}"):
+        raise ConfigurationError(
+            f"public_url's host {host!r} is not within the WebAuthn rp id {rp_id!r}: set "
+            "public_url to where browsers reach StepGuard (a host name within the rp id), "
+            "or webauthn_rp_id to a registrable domain of that host"
+        )
     roots: list[bytes] = []
     for path in settings.webauthn_attestation_roots:
         try:
@@ -73,15 +111,15 @@ def relying_party(settings: Settings) -> RelyingParty:
             ) from None
     try:
         return RelyingParty(
-            rp_id=settings.webauthn_rp_id,
+            rp_id=rp_id,
             rp_name=settings.webauthn_rp_name,
-            origins=tuple(settings.webauthn_origins),
+            origins=tuple(origins),
             timeout_seconds=settings.webauthn_timeout_seconds,
             hardware_aaguids=frozenset(settings.webauthn_hardware_aaguids),
             attestation_roots=tuple(roots),
         )
     except ValueError as error:
-        raise ConfigurationError(str(error)) from None
+        raise ConfigurationError(f"{error} (public_url {url})") from None
 
 
 def service_config(settings: Settings) -> ServiceConfig:
@@ -168,8 +206,9 @@ def risk_engine(settings: Settings, store: SqlStore, observer: MetricsObserver) 
 def pages_config(settings: Settings) -> PagesConfig:
     try:
         return PagesConfig(
-            public_url=settings.public_url or f"http://127.0.0.1:{settings.port}",
+            public_url=public_url(settings),
             return_to_origins=tuple(settings.return_to_origins),
+            webauthn_origins=relying_party(settings).origins,
         )
     except ValueError as error:
         raise ConfigurationError(f"return_to_origins or public_url: {error}") from None

@@ -70,6 +70,9 @@ def _serve(settings: Any, *, migrate_first: bool) -> None:
         _run(_migrate(settings.database_url))
     # Workers build their own app from the environment: hand them the effective settings.
     os.environ["STEPGUARD_DATABASE_URL"] = settings.database_url
+    # The port too: the default public_url (and so the WebAuthn origin) derives from it.
+    os.environ["STEPGUARD_HOST"] = settings.host
+    os.environ["STEPGUARD_PORT"] = str(settings.port)
     os.environ["STEPGUARD_POLICY_FILE"] = str(settings.policy_file)
     os.environ["STEPGUARD_SECRET_KEYS"] = json.dumps(
         [key.get_secret_value() for key in settings.secret_keys]

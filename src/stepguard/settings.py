@@ -50,10 +50,11 @@ class Settings(BaseSettings):
 
     # WebAuthn: the relying party id (a registrable domain of every origin), the exact
     # origins browsers may report, and which authenticators count as hardware-bound (an
-    # AAGUID on this list AND an attestation chained to one of these PEM roots).
-    webauthn_rp_id: str = "localhost"
+    # AAGUID on this list AND an attestation chained to one of these PEM roots). Unset, the
+    # rp id is public_url's host and the origins are public_url's origin.
+    webauthn_rp_id: str | None = None
     webauthn_rp_name: str = "StepGuard"
-    webauthn_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8000"])
+    webauthn_origins: list[str] | None = None
     webauthn_timeout_seconds: int = Field(default=300, ge=10, le=3600)
     webauthn_hardware_aaguids: list[str] = Field(default_factory=list)
     webauthn_attestation_roots: list[Path] = Field(default_factory=list)
@@ -74,7 +75,8 @@ class Settings(BaseSettings):
     risk_travel_min_km: float = Field(default=200.0, ge=0)
     risk_velocity_window_seconds: float = Field(default=900.0, gt=0)
     # The hosted pages (docs/pages.md). ``public_url`` is where browsers reach StepGuard
-    # (default ``http://127.0.0.1:{port}``); https there makes the cookie ``__Host-``/Secure.
+    # (default ``http://localhost:{port}``: WebAuthn refuses IP addresses, and browsers treat
+    # http://localhost as a secure context); https there makes the cookie ``__Host-``/Secure.
     public_url: str | None = Field(default=None, pattern=r"^https?://[^/?#\s]+$")
     # Origins (scheme://host[:port]) that the pages may send a user back to after a step-up.
     return_to_origins: list[str] = Field(default_factory=list)

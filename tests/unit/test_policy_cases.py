@@ -80,6 +80,7 @@ def test_the_demo_cases_cover_every_demo_rule() -> None:
         "transfer-small",
         "email-change",
         "factors-manage",
+        "database-update",
         "admin-high-risk",
         "admin",
         "admin-block",

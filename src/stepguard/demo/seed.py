@@ -14,7 +14,7 @@ from pathlib import Path
 
 from stepguard.adapters.crypto import SecretBox
 from stepguard.adapters.storage import migrate
-from stepguard.bootstrap import build_runtime, pages_config
+from stepguard.bootstrap import build_runtime, pages_config, public_url
 from stepguard.core.assurance import FactorType
 from stepguard.core.factors.totp import TotpSpec, code_at_step, current_code, totp_step
 from stepguard.core.model import TotpParameters
@@ -47,8 +47,9 @@ async def prepare_demo(*, var_dir: Path, port: int) -> DemoSetup:
         secret_keys=[SecretBox.generate_key()],  # type: ignore[list-item]  # coerced to SecretStr
         port=port,
         log_json=False,
-        # Passkeys work on http://localhost (a secure context); not on 127.0.0.1.
-        webauthn_origins=[f"http://localhost:{port}"],
+        # public_url defaults to http://localhost:{port}, and the WebAuthn relying party (rp
+        # id "localhost", that origin) derives from it: browsers treat http://localhost as a
+        # secure context, so passkeys work there (never on 127.0.0.1: no IP rp ids).
     )
     await migrate(settings.database_url)
     runtime = build_runtime(settings)
@@ -134,7 +135,7 @@ async def prepare_demo(*, var_dir: Path, port: int) -> DemoSetup:
         ),
         encoding="utf-8",
     )
-    base = f"http://127.0.0.1:{port}"
+    base = public_url(settings)
     codes = "\n".join(f"      {code.reveal()}" for code in recovery.recovery_codes[1:])
     instructions = f"""
 StepGuard demo (SQLite at {database}, policy {POLICY_FILE})
@@ -176,6 +177,18 @@ Try it in another terminal:
   #   {account_url}
   # A fresh one:
   curl -s "${{H[@]}}" $SG/v1/sessions/$SES/page-links -d '{{"page":"account"}}'
+
+  # Passkeys (open the pages on {base}, not 127.0.0.1: WebAuthn needs a host name):
+  #  1. Open the account link above (or a fresh one) in your browser.
+  #  2. Click "Add a passkey"; StepGuard first asks you to confirm it's you: enter the
+  #     current TOTP code (.venv/bin/stepguard demo-code, or your authenticator app).
+  #  3. Click "Add a passkey" again and follow your browser (Touch ID, Windows Hello, your
+  #     phone, or a security key with "Add a security key").
+  #  4. A database update needs a passkey (acr phr), every time, bound to the request:
+  curl -s "${{H[@]}}" $SG/v1/decisions -d '{{"session_id":"'$SES'","action":"database.update",
+    "context":{{"migration":"0042"}}}}'
+  #     open its challenge's "page_url", click "Use your passkey or security key", then
+  #     redeem it:  ... "action":"database.update","context":{{...}},"challenge_id":"'$CHL'"
 
   # The API's schema: {base}/docs   Metrics: {base}/metrics
 

@@ -12,6 +12,7 @@ and a precise reason in the audit log.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -245,6 +246,23 @@ class PageService:
         await self.challenge(browser, challenge_id)
         verified = await self._verification.verify(
             challenge_id, factor_id=factor_id, code=code, actor=PAGES_ACTOR
+        )
+        login = await self.rotate(cookie, browser, why="step_up")
+        return verified, login
+
+    async def verify_webauthn(
+        self,
+        cookie: str,
+        browser: BrowserSession,
+        challenge_id: str,
+        *,
+        credential: Mapping[str, Any],
+    ) -> tuple[VerifiedStepUp, BrowserLogin]:
+        """Answer the browser's own challenge with a WebAuthn assertion (to options from
+        ``WebAuthnService.assertion_options``); on success, rotate the browser session."""
+        await self.challenge(browser, challenge_id)
+        verified = await self._verification.verify_webauthn(
+            challenge_id, credential=credential, actor=PAGES_ACTOR
         )
         login = await self.rotate(cookie, browser, why="step_up")
         return verified, login

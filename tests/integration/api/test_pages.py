@@ -19,7 +19,7 @@ from support.harness import Harness, start_harness
 
 TRANSFER = {"amount": 2500, "currency": "EUR", "payee": "ACME GmbH"}
 APP = "https://app.example"
-PUBLIC = "http://stepguard.test"
+PUBLIC = "http://localhost"  # WebAuthn needs a host name, and https or localhost
 COOKIE = "stepguard_browser"
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -19,6 +19,7 @@ says why (for the audit log, never for callers).
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -88,6 +89,14 @@ def _reason(error: BaseException) -> str:
     return text[:_MAX_REASON]
 
 
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
 def _valid_origin(origin: str) -> bool:
     try:
         parts = urlsplit(origin)
@@ -121,6 +130,11 @@ class RelyingParty:
     def __post_init__(self) -> None:
         if not self.rp_id or self.rp_id != self.rp_id.strip().lower():
             raise ValueError("the WebAuthn rp id must be a non-empty lower-case host name")
+        if _is_ip_address(self.rp_id):
+            raise ValueError(
+                f"the WebAuthn rp id {self.rp_id!r} is an IP address, which browsers refuse: "
+                "use a host name (http://localhost for local use)"
+            )
         if not self.rp_name:
             raise ValueError("the WebAuthn rp name must not be empty")
         if not self.origins:

@@ -28,6 +28,7 @@ from stepguard.adapters.web.pages._urls import (
     safe_return_to,
     with_query,
 )
+from stepguard.adapters.web.pages._webauthn import PageKit, webauthn_routes
 from stepguard.core.assurance import FactorType
 from stepguard.core.errors import (
     ConflictError,
@@ -50,7 +51,11 @@ _ID_PATTERN: Final = re.compile(_ID, re.ASCII)
 PageId = Annotated[str, Path(pattern=_ID)]
 MAX_CODE: Final = 64
 ACCOUNT_PATH: Final = "/account/factors"
-STATIC_FILES: Final = {"pages.css": "text/css", "pages.js": "text/javascript"}
+STATIC_FILES: Final = {
+    "pages.css": "text/css",
+    "pages.js": "text/javascript",
+    "webauthn.js": "text/javascript",
+}
 GENERIC_FAILURE: Final = "That didn't work. Check the code and try again."
 MESSAGES: Final = {
     "expired_link": (
@@ -83,10 +88,14 @@ class PagesConfig:
     """What the pages need from the settings.
 
     ``public_url`` is where browsers reach StepGuard; ``return_to_origins`` the origins a
-    step-up may return to (normalized here; a malformed one is a configuration error)."""
+    step-up may return to (normalized here; a malformed one is a configuration error).
+    ``webauthn_origins`` are the relying party's origins: the pages offer passkeys only when
+    their own origin is one of them (``webauthn``)."""
 
     public_url: str
     return_to_origins: tuple[str, ...] = ()
+    webauthn_origins: tuple[str, ...] = ()
+    webauthn: bool = field(init=False)
     public_origin: str = field(init=False)
     secure: bool = field(init=False)
     cookie_name: str = field(init=False)
@@ -100,6 +109,8 @@ class PagesConfig:
         object.__setattr__(self, "return_to_origins", origins)
         object.__setattr__(self, "public_origin", normalize_origin(public))
         object.__setattr__(self, "secure", secure)
+        rp_origins = {origin_of(o) for o in self.webauthn_origins}
+        object.__setattr__(self, "webauthn", normalize_origin(public) in rp_origins)
         # __Host-: Secure, Path=/, no Domain: no subdomain can set or shadow the cookie.
         object.__setattr__(
             self, "cookie_name", "__Host-stepguard_browser" if secure else "stepguard_browser"
@@ -266,6 +277,7 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
     ) -> HTMLResponse:
         deps = services.deps
         totp = [f for f in view.factors if f.type is FactorType.TOTP]
+        webauthn = [f for f in view.factors if f.type is FactorType.WEBAUTHN and config.webauthn]
         recovery = [f for f in view.factors if f.type is FactorType.RECOVERY_CODE]
         locks = [until for f in view.factors if (until := view.locked_until(f, deps)) is not None]
         all_locked = bool(view.factors) and len(locks) == len(view.factors)
@@ -277,11 +289,13 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
             summary=_summary(view.challenge),
             totp=totp,
             recovery=recovery,
+            webauthn=webauthn,
             csrf=csrf_token(value),
             return_to=back or "",
             error=error,
             locked_minutes=locked_minutes,
-            chosen=chosen or ("recovery" if recovery and not totp else "totp"),
+            chosen=chosen
+            or ("webauthn" if webauthn else "recovery" if recovery and not totp else "totp"),
         )
 
     @router.get("/challenge/{challenge_id}", response_class=HTMLResponse)
@@ -387,6 +401,7 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
         status: int = 200,
     ) -> HTMLResponse:
         factors = await services.factors.list(browser.subject_id)
+        credentials = await services.webauthn.credentials(browser.subject_id)
         return render(
             "account.html",
             status=status,
@@ -395,6 +410,8 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
             notice=notice,
             error=error,
             has_recovery=any(f.type is FactorType.RECOVERY_CODE for f in factors),
+            credentials=credentials,
+            webauthn=config.webauthn,
             FactorType=FactorType,
             FactorStatus=FactorStatus,
         )
@@ -432,7 +449,7 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
         browser = await browser_for(request)
         if browser is None:
             return message("expired_link", 403)
-        known = {"removed", "confirmed"}
+        known = {"removed", "confirmed", "webauthn_added"}
         shown = notice if notice in known else ("verified" if stepguard_challenge else None)
         return await account(browser, cookie(request) or "", notice=shown)
 
@@ -541,4 +558,23 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
             return message("not_found", 404)
         return redirect(with_query(ACCOUNT_PATH, notice="removed"))
 
+    router.include_router(
+        webauthn_routes(
+            PageKit(
+                services=services,
+                config=config,
+                headers=headers,
+                render=render,
+                message=message,
+                redirect=redirect,
+                cookie=cookie,
+                allowed_return=allowed_return,
+                browser_for=browser_for,
+                checked_form=checked_form,
+                prompt=prompt,
+                account=account,
+                step_up_first=step_up_first,
+            )
+        )
+    )
     return router
