@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -31,6 +32,10 @@ STOP_TIMEOUT: Final = 10.0
 
 class BankStartError(Exception):
     """The bank process exited or did not answer in time."""
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _password() -> str:
@@ -90,10 +95,14 @@ Press Ctrl-C to stop StepGuard and the bank.
             [sys.executable, "-m", "stepguard.demo.bank"],
             env={**os.environ, **self.environment},
         )
+        # uvicorn re-raises the SIGTERM it handled once it has shut down; with the default
+        # handler that would end this process before it stops the bank. Exit cleanly instead.
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             self._wait_until_ready(process)
             yield process
         finally:
+            signal.signal(signal.SIGTERM, previous)
             if process.poll() is None:
                 process.terminate()
                 try:
