@@ -31,8 +31,8 @@ __all__ = [
 ]
 
 CURRENCY: Final = "EUR"
-_AMOUNT: Final = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
-_IBAN: Final = re.compile(r"^[A-Z]{2}\d{2}[A-Z0-9]{10,30}$")
+_AMOUNT: Final = re.compile(r"^[0-9]{1,9}(\.[0-9]{1,2})?$")
+_IBAN: Final = re.compile(r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{10,30}$")
 
 
 class BankError(Exception):
