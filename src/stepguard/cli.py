@@ -375,7 +375,9 @@ def _serve_with_bank(setup: Any, *, var_dir: Path, bank_port: int) -> None:
         stepguard_public_url=settings.public_url,
         api_key=setup.api_key,
     )
-    demo_code = f"{Path(sys.argv[0]).name} demo-code --var {var_dir}"
+    program = os.path.relpath(sys.argv[0])  # .venv/bin/stepguard under `make demo`
+    program = Path(sys.argv[0]).name if program.startswith("..") else program
+    demo_code = f"{program} demo-code --var {var_dir}"
     try:
         with bank.running():
             click.echo(bank.instructions(demo_code=demo_code))
