@@ -173,7 +173,7 @@ def build_app(settings: BankSettings, *, client: AsyncStepGuardClient | None = N
         return form if hmac.compare_digest(token.encode(), expected.encode()) else None
 
     def page(request: Request, name: str, status: int = 200, **values: Any) -> HTMLResponse:
-        username = request.session.get("user")
+        username = signed_in(request)
         values.setdefault("customer", bank.customer(username) if username else None)
         values.setdefault("flash", request.session.pop("flash", None))
         values.setdefault("error", None)
