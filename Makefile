@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: install ## run StepGuard on SQLite with a seeded demo subject, policy and API key
+demo: install ## StepGuard on SQLite (seeded demo subject, policy, API key) and the demo bank (docs/demo.md)
 	$(BIN)/stepguard demo
 
 test: install lint typecheck contracts pytest ## everything CI runs

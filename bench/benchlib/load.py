@@ -153,7 +153,7 @@ def run_wrk(
         out = subprocess.run(
             [
                 "wrk",
-                f"-t{threads}",
+                f"-t{min(threads, connections)}",  # wrk needs connections >= threads
                 f"-c{connections}",
                 f"-d{max(1, round(duration_s))}s",
                 f"--timeout={WRK_TIMEOUT_S}s",  # a slow answer is latency, not a lost request

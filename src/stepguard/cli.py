@@ -343,15 +343,51 @@ def risk_replay(input_csv: Path, output: Path, model: str, max_history: int, qui
     help="Where the demo keeps its SQLite file.",
 )
 @click.option("--no-serve", is_flag=True, help="Seed and print, but do not start the server.")
-def demo(port: int, var_dir: Path, no_serve: bool) -> None:
-    """Start StepGuard on SQLite with a demo subject, policy and API key."""
+@click.option(
+    "--bank-port", type=int, default=8001, show_default=True, help="The demo bank's port."
+)
+@click.option("--no-bank", is_flag=True, help="Do not start the demo bank (Acme Bank).")
+def demo(port: int, var_dir: Path, no_serve: bool, bank_port: int, no_bank: bool) -> None:
+    """Start StepGuard on SQLite with a demo subject, policy and API key, and the demo bank."""
     from stepguard.demo.seed import prepare_demo
 
-    setup = _run(prepare_demo(var_dir=var_dir, port=port))
+    with_bank = not (no_bank or no_serve)
+    bank_origin = f"http://localhost:{bank_port}" if with_bank else None
+    setup = _run(prepare_demo(var_dir=var_dir, port=port, bank_origin=bank_origin))
     click.echo(setup.instructions)
-    if not no_serve:
-        os.environ["STEPGUARD_LOG_JSON"] = "false"
+    if no_serve:
+        return
+    os.environ["STEPGUARD_LOG_JSON"] = "false"
+    if not with_bank:
         _serve(setup.settings, migrate_first=False)
+        return
+    _serve_with_bank(setup, var_dir=var_dir, bank_port=bank_port)
+
+
+def _serve_with_bank(setup: Any, *, var_dir: Path, bank_port: int) -> None:
+    from stepguard.demo.bank.runner import BankStartError, DemoBank
+
+    settings = setup.settings
+    # Workers build their settings from the environment: hand them the pages' settings too.
+    os.environ["STEPGUARD_PUBLIC_URL"] = settings.public_url
+    os.environ["STEPGUARD_RETURN_TO_ORIGINS"] = json.dumps(settings.return_to_origins)
+    if settings.webauthn_origins is not None:  # else derived from public_url, as above
+        os.environ["STEPGUARD_WEBAUTHN_ORIGINS"] = json.dumps(settings.webauthn_origins)
+    bank = DemoBank.prepare(
+        port=bank_port,
+        stepguard_url=f"http://{settings.host}:{settings.port}",
+        stepguard_public_url=settings.public_url,
+        api_key=setup.api_key,
+    )
+    program = os.path.relpath(sys.argv[0])  # .venv/bin/stepguard under `make demo`
+    program = Path(sys.argv[0]).name if program.startswith("..") else program
+    demo_code = f"{program} demo-code --var {var_dir}"
+    try:
+        with bank.running():
+            click.echo(bank.instructions(demo_code=demo_code))
+            _serve(settings, migrate_first=False)
+    except BankStartError as error:
+        raise click.ClickException(str(error)) from None
 
 
 @main.command("demo-code")

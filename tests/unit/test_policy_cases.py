@@ -79,6 +79,7 @@ def test_the_demo_cases_cover_every_demo_rule() -> None:
         "transfer-large",
         "transfer-small",
         "email-change",
+        "payee-add",
         "factors-manage",
         "database-update",
         "admin-high-risk",

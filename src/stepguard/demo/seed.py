@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -29,6 +29,7 @@ SUBJECT = "alice"
 class DemoSetup:
     settings: Settings
     instructions: str
+    api_key: str = field(default="", repr=False)  # for the demo bank (stepguard.demo.bank)
 
 
 def _reset(var_dir: Path) -> Path:
@@ -39,8 +40,13 @@ def _reset(var_dir: Path) -> Path:
     return database
 
 
-async def prepare_demo(*, var_dir: Path, port: int) -> DemoSetup:
+async def prepare_demo(*, var_dir: Path, port: int, bank_origin: str | None = None) -> DemoSetup:
+    """Seed a fresh demo store. With ``bank_origin`` (the demo bank's ``http://localhost:N``),
+    the pages are served at ``http://localhost:{port}`` and may send users back to the bank."""
     database = _reset(var_dir)
+    bank: dict[str, object] = {}
+    if bank_origin is not None:
+        bank = {"public_url": f"http://localhost:{port}", "return_to_origins": [bank_origin]}
     settings = Settings(
         database_url=f"sqlite+aiosqlite:///{database.resolve()}",
         policy_file=POLICY_FILE,
@@ -50,6 +56,7 @@ async def prepare_demo(*, var_dir: Path, port: int) -> DemoSetup:
         # public_url defaults to http://localhost:{port}, and the WebAuthn relying party (rp
         # id "localhost", that origin) derives from it: browsers treat http://localhost as a
         # secure context, so passkeys work there (never on 127.0.0.1: no IP rp ids).
+        **bank,  # type: ignore[arg-type]  # public_url, return_to_origins
     )
     await migrate(settings.database_url)
     runtime = build_runtime(settings)
@@ -200,7 +207,7 @@ From Python:
                     context={{"amount": 2500, "currency": "EUR", "payee": "ACME GmbH"}})
       print(d.decision, d.rule, d.www_authenticate)
 """
-    return DemoSetup(settings=settings, instructions=instructions)
+    return DemoSetup(settings=settings, instructions=instructions, api_key=api_key.token.reveal())
 
 
 def current_demo_code(var_dir: Path, *, now: datetime | None = None) -> str:

@@ -111,11 +111,17 @@ class StepGuardClient:
         ip: str | None = None,
         user_agent: str | None = None,
         ttl_seconds: int | None = None,
+        device_id: str | None = None,
     ) -> SessionInfo:
         """Register a login the application performed; ``amr`` says how (e.g. ``["pwd"]``)."""
         return self._call(
             api.create_session(
-                subject_id, amr=amr, ip=ip, user_agent=user_agent, ttl_seconds=ttl_seconds
+                subject_id,
+                amr=amr,
+                ip=ip,
+                user_agent=user_agent,
+                ttl_seconds=ttl_seconds,
+                device_id=device_id,
             )
         )
 
@@ -138,6 +144,7 @@ class StepGuardClient:
         user_agent: str | None = None,
         grant: str | Secret | None = None,
         challenge_id: str | None = None,
+        device_id: str | None = None,
     ) -> Decision:
         """Ask whether ``action`` may proceed now. ``grant`` is a proof from a completed
         transaction-bound step-up (``VerificationResult.grant``); ``challenge_id`` names a
@@ -152,6 +159,7 @@ class StepGuardClient:
                 user_agent=user_agent,
                 grant=grant,
                 challenge_id=challenge_id,
+                device_id=device_id,
             )
         )
 
@@ -335,10 +343,16 @@ class AsyncStepGuardClient:
         ip: str | None = None,
         user_agent: str | None = None,
         ttl_seconds: int | None = None,
+        device_id: str | None = None,
     ) -> SessionInfo:
         return await self._call(
             api.create_session(
-                subject_id, amr=amr, ip=ip, user_agent=user_agent, ttl_seconds=ttl_seconds
+                subject_id,
+                amr=amr,
+                ip=ip,
+                user_agent=user_agent,
+                ttl_seconds=ttl_seconds,
+                device_id=device_id,
             )
         )
 
@@ -361,6 +375,7 @@ class AsyncStepGuardClient:
         user_agent: str | None = None,
         grant: str | Secret | None = None,
         challenge_id: str | None = None,
+        device_id: str | None = None,
     ) -> Decision:
         return await self._call(
             api.decide(
@@ -372,6 +387,7 @@ class AsyncStepGuardClient:
                 user_agent=user_agent,
                 grant=grant,
                 challenge_id=challenge_id,
+                device_id=device_id,
             )
         )
 

@@ -234,6 +234,7 @@ def create_session(
     ip: str | None,
     user_agent: str | None,
     ttl_seconds: int | None,
+    device_id: str | None = None,
 ) -> Operation[SessionInfo]:
     _segment("subject_id", subject_id)
     return Operation(
@@ -246,6 +247,7 @@ def create_session(
             ip=ip,
             user_agent=user_agent,
             ttl_seconds=ttl_seconds,
+            device_id=device_id,
         ),
     )
 
@@ -268,6 +270,7 @@ def decide(
     user_agent: str | None,
     grant: str | Secret | None,
     challenge_id: str | None = None,
+    device_id: str | None = None,
 ) -> Operation[Decision]:
     _segment("session_id", session_id)
     return Operation(
@@ -283,6 +286,7 @@ def decide(
             user_agent=user_agent,
             grant=None if grant is None else _reveal(grant),
             challenge_id=challenge_id,
+            device_id=device_id,
         ),
     )
 

@@ -150,6 +150,7 @@ class Check:
     challenge_id: str | None = None
     ip: str | None = None
     user_agent: str | None = None
+    device_id: str | None = None
     on_unavailable: FailMode = FailMode.DENY
 
 
@@ -239,6 +240,7 @@ def enforce(
             user_agent=check.user_agent,
             grant=check.grant,
             challenge_id=check.challenge_id,
+            device_id=check.device_id,
         )
     except StepGuardSDKError as error:
         return failure_reply(error, check=check, options=options)
@@ -261,6 +263,7 @@ async def enforce_async(
             user_agent=check.user_agent,
             grant=check.grant,
             challenge_id=check.challenge_id,
+            device_id=check.device_id,
         )
     except StepGuardSDKError as error:
         return failure_reply(error, check=check, options=options)

@@ -98,7 +98,9 @@ class StepUpGuard:
 
     ``session_id(request)`` returns the StepGuard session id of the signed-in user (sync or
     async; ``None``: not signed in -> 401). ``client_ip(request)`` defaults to the peer
-    address (behind a proxy, pass one that reads the header your proxy sets). A grant is read
+    address (behind a proxy, pass one that reads the header your proxy sets).
+    ``device_id(request)`` (optional) returns the app's opaque device identifier for the risk
+    engine's ``new_device`` signal (e.g. from a long-lived cookie). A grant is read
     from the ``Stepguard-Grant`` header or, for form and JSON bodies, the ``stepguard_grant``
     field; it is sent with the exact context of this check.
     """
@@ -112,6 +114,7 @@ class StepUpGuard:
         app_url: str | None = None,
         on_unavailable: FailMode = FailMode.DENY,
         client_ip: Callable[[Request], str | None] = _client_ip,
+        device_id: Callable[[Request], str | None] | None = None,
         grant_header: str = DEFAULT_GRANT_HEADER,
         grant_field: str = DEFAULT_GRANT_FIELD,
         challenge_param: str = DEFAULT_CHALLENGE_PARAM,
@@ -127,6 +130,7 @@ class StepUpGuard:
         )
         self._session_id = session_id
         self._client_ip = client_ip
+        self._device_id = device_id
 
     def install(self, app: Any) -> None:
         """Register the handler that answers :class:`StepUpInterrupt` (Starlette or FastAPI)."""
@@ -203,6 +207,7 @@ class StepUpGuard:
             challenge_id=challenge_id_from_query(request.url.query, options),
             ip=self._client_ip(request),
             user_agent=clean_user_agent(request.headers.get("user-agent")),
+            device_id=None if self._device_id is None else self._device_id(request),
             on_unavailable=on_unavailable or options.on_unavailable,
         )
         info = RequestInfo(

@@ -252,3 +252,17 @@ async def test_the_async_client_runs_a_step_up(
     async with AsyncStepGuardClient(f"http://127.0.0.1:{free_port()}", "sgk_x.key_x") as gone:
         with pytest.raises(TransportError):
             await gone.health()
+
+
+def test_the_device_id_reaches_the_risk_engine(sg: StepGuardClient) -> None:
+    """``device_id`` on the session and the decision feeds the ``new_device`` signal."""
+    subject_id = new_subject_id()
+    sg.put_subject(subject_id, email=f"{subject_id}@example.com")
+    session = sg.create_session(subject_id, amr=["pwd"], ip="203.0.113.7", device_id="dev-known")
+    known = sg.decide(session.session_id, "account.view", device_id="dev-known")
+    other = sg.decide(session.session_id, "account.view", device_id="dev-other")
+    assert known.risk is not None
+    assert other.risk is not None
+    assert not any("never seen" in reason for reason in known.risk.reasons)
+    assert any("device never seen" in reason for reason in other.risk.reasons)
+    assert other.risk.score > known.risk.score

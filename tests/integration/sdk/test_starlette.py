@@ -349,3 +349,31 @@ async def test_browser_returns_from_the_page_and_the_retry_passes(
     # The challenge's grant is single use: the same return URL does not pass twice.
     again = await http.get(f"{return_to}&stepguard_challenge={challenge_id}", headers=headers)
     assert again.status_code == 303
+
+
+async def test_the_device_id_getter_reaches_stepguard(sg: AsyncStepGuardClient, user: User) -> None:
+    guard = StepUpGuard(
+        sg,
+        session_id=session_of,
+        public_url=PUBLIC_URL,
+        device_id=lambda request: request.headers.get("x-device"),
+    )
+    app = FastAPI()
+    guard.install(app)
+
+    @app.get("/risk")
+    async def risk(
+        decision: Annotated[Decision, Depends(guard.require("account.view"))],
+    ) -> dict[str, object]:
+        assert decision.risk is not None
+        return {"reasons": list(decision.risk.reasons)}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bank.test") as http:
+        without = await http.get("/risk", headers={"x-session": user.session_id})
+        with_device = await http.get(
+            "/risk", headers={"x-session": user.session_id, "x-device": "dev-new"}
+        )
+    assert without.status_code == with_device.status_code == 200
+    assert not any("device" in reason for reason in without.json()["reasons"])
+    assert any("device never seen" in reason for reason in with_device.json()["reasons"])
