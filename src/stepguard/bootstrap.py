@@ -31,6 +31,7 @@ from stepguard.adapters.observability import Metrics, MetricsObserver, configure
 from stepguard.adapters.storage import SqlStore
 from stepguard.adapters.system import SystemClock, SystemRng
 from stepguard.adapters.web import build_app
+from stepguard.adapters.web.forward_auth import ForwardAuthConfig
 from stepguard.adapters.web.pages import PagesConfig
 from stepguard.core.errors import ConfigurationError, PolicyError
 from stepguard.core.factors.oob import Channel
@@ -173,6 +174,15 @@ def pages_config(settings: Settings) -> PagesConfig:
         )
     except ValueError as error:
         raise ConfigurationError(f"return_to_origins or public_url: {error}") from None
+
+
+def forward_auth_config(settings: Settings) -> ForwardAuthConfig:
+    try:
+        return ForwardAuthConfig.parse(
+            settings.forward_auth_trusted_proxies, settings.forward_auth_login_url
+        )
+    except ValueError as error:
+        raise ConfigurationError(f"forward_auth_trusted_proxies: {error}") from None
 
 
 def delivery_code_key(settings: Settings) -> bytes:
@@ -342,6 +352,7 @@ def app_for(runtime: Runtime) -> FastAPI:
         metrics=runtime.metrics,
         max_body_bytes=settings.max_body_bytes,
         pages=pages_config(settings),
+        forward_auth=forward_auth_config(settings),
     )
 
     @asynccontextmanager

@@ -12,6 +12,7 @@ from stepguard.service.decisions import DecisionService
 from stepguard.service.delivery import DeliveryService
 from stepguard.service.deps import Deps
 from stepguard.service.factors import FactorService
+from stepguard.service.forward_auth import ForwardAuthService
 from stepguard.service.notifications import NotificationService
 from stepguard.service.pages import PageService
 from stepguard.service.risk_alerts import RiskAlertService
@@ -37,6 +38,7 @@ class Services:
     pages: PageService
     delivery: DeliveryService
     notifications: NotificationService
+    forward_auth: ForwardAuthService
 
     @classmethod
     def build(
@@ -51,6 +53,9 @@ class Services:
         decisions = DecisionService(deps)
         verification = VerificationService(deps)
         challenges = ChallengeService(deps)
+        pages = PageService(
+            deps, challenges=challenges, verification=verification, decisions=decisions
+        )
         return cls(
             deps=deps,
             subjects=SubjectService(deps),
@@ -63,9 +68,8 @@ class Services:
             webauthn=WebAuthnService(deps),
             risk_alerts=RiskAlertService(deps, thresholds=risk_thresholds or LevelThresholds()),
             challenges=challenges,
-            pages=PageService(
-                deps, challenges=challenges, verification=verification, decisions=decisions
-            ),
+            pages=pages,
             delivery=DeliveryService(deps),
             notifications=notifications,
+            forward_auth=ForwardAuthService(deps, pages=pages, decisions=decisions),
         )
