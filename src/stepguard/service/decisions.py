@@ -26,6 +26,8 @@ from stepguard.service.deps import Deps
 from stepguard.service.pagelinks import PageLink, mint_page_link
 
 FAIL_CLOSED_RULE = "stepguard.fail_closed"
+# What the step-up page shows for a forward-auth request whose rule has no summary.
+HTTP_SUMMARY = "{context.method} {context.host}{context.path}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -228,7 +230,10 @@ class DecisionService:
             rule=decision.rule,
             requirement=decision.requirement,
             summary=render_summary(
-                decision.summary_template, action=request.action, context=request.context
+                decision.summary_template
+                or (HTTP_SUMMARY if request.http is not None else None),
+                action=request.action,
+                context=request.context,
             ),
             status=ChallengeStatus.PENDING,
             created_at=now,

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from stepguard.adapters.web.pages import PagesConfig
 from stepguard.adapters.web.pages._urls import safe_return_to, with_query
@@ -248,7 +249,19 @@ def forward_auth_router(
         query = request.scope.get("query_string", b"").decode("latin-1")
         return await answer(request, (request.method, f"{uri}?{query}" if query else uri))
 
-    # Any method: nginx's auth subrequest keeps the original request's method.
-    router.add_route("/forward-auth", standard, include_in_schema=False)
-    router.add_route(ENVOY_PREFIX + "/{original:path}", envoy, include_in_schema=False)
+    # Any method, WebDAV's included: nginx's auth subrequest keeps the original request's
+    # method. (Starlette limits a function endpoint to GET; an ASGI endpoint takes any.)
+    router.add_route("/forward-auth", _AnyMethod(standard), include_in_schema=False)
+    router.add_route(ENVOY_PREFIX + "/{original:path}", _AnyMethod(envoy), include_in_schema=False)
     return router
+
+
+class _AnyMethod:
+    """An ASGI endpoint around a request handler, for a route that takes every method."""
+
+    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self._handler(Request(scope, receive))
+        await response(scope, receive, send)
