@@ -230,8 +230,7 @@ class DecisionService:
             rule=decision.rule,
             requirement=decision.requirement,
             summary=render_summary(
-                decision.summary_template
-                or (HTTP_SUMMARY if request.http is not None else None),
+                decision.summary_template or (HTTP_SUMMARY if request.http is not None else None),
                 action=request.action,
                 context=request.context,
             ),

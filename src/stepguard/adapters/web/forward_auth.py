@@ -35,6 +35,7 @@ from typing import Final
 import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from stepguard.adapters.web.pages import PagesConfig
@@ -251,8 +252,11 @@ def forward_auth_router(
 
     # Any method, WebDAV's included: nginx's auth subrequest keeps the original request's
     # method. (Starlette limits a function endpoint to GET; an ASGI endpoint takes any.)
-    router.add_route("/forward-auth", _AnyMethod(standard), include_in_schema=False)
-    router.add_route(ENVOY_PREFIX + "/{original:path}", _AnyMethod(envoy), include_in_schema=False)
+    for path, handler in (
+        ("/forward-auth", standard),
+        (ENVOY_PREFIX + "/{original:path}", envoy),
+    ):
+        router.routes.append(Route(path, _AnyMethod(handler), include_in_schema=False))
     return router
 
 
