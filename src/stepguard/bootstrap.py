@@ -341,6 +341,7 @@ def build_runtime(
         deps,
         api_key_cache_seconds=settings.api_key_cache_seconds,
         risk_thresholds=risk_thresholds(settings),
+        forward_auth_cache_seconds=settings.forward_auth_cache_seconds,
     )
     return Runtime(settings=settings, store=store, services=services, metrics=metrics)
 

@@ -85,7 +85,9 @@ class Settings(BaseSettings):
     forward_auth_trusted_proxies: list[str] = Field(
         default_factory=lambda: ["127.0.0.0/8", "::1/128"]
     )
-    forward_auth_login_url: str | None = Field(default=None, pattern=r"^https?://[^\s#]+$")
+    # How long one process may reuse a forward-auth allow for the same cookie and request.
+    forward_auth_cache_seconds: float = Field(default=1.0, ge=0, le=10)
+    forward_auth_login_url: str | None = Field(default=None, pattern=r"^https?://[!-\"$-~]+$")
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     api_key_cache_seconds: float = Field(default=5.0, ge=0)

@@ -47,15 +47,13 @@ class Services:
         *,
         api_key_cache_seconds: float = 5.0,
         risk_thresholds: LevelThresholds | None = None,
+        forward_auth_cache_seconds: float = 0.0,
     ) -> Services:
         notifications = NotificationService(deps)
         deps = replace(deps, notifier=notifications)
         decisions = DecisionService(deps)
         verification = VerificationService(deps)
         challenges = ChallengeService(deps)
-        pages = PageService(
-            deps, challenges=challenges, verification=verification, decisions=decisions
-        )
         return cls(
             deps=deps,
             subjects=SubjectService(deps),
@@ -68,8 +66,12 @@ class Services:
             webauthn=WebAuthnService(deps),
             risk_alerts=RiskAlertService(deps, thresholds=risk_thresholds or LevelThresholds()),
             challenges=challenges,
-            pages=pages,
+            pages=PageService(
+                deps, challenges=challenges, verification=verification, decisions=decisions
+            ),
             delivery=DeliveryService(deps),
             notifications=notifications,
-            forward_auth=ForwardAuthService(deps, pages=pages, decisions=decisions),
+            forward_auth=ForwardAuthService(
+                deps, decisions=decisions, cache_seconds=forward_auth_cache_seconds
+            ),
         )

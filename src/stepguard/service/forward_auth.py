@@ -12,17 +12,19 @@ adapter answers with a 5xx, never an allow.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from stepguard.core.assurance import summarize
 from stepguard.core.decision import Allow, StepUp
-from stepguard.core.errors import PageLinkInvalidError, SessionInvalidError
+from stepguard.core.errors import SessionInvalidError
+from stepguard.core.ids import token_hash
 from stepguard.core.model import AuditEvent, Challenge, Session, Subject
 from stepguard.core.policy.model import HttpRequest
 from stepguard.service.decisions import DecisionRequest, DecisionService
 from stepguard.service.deps import Deps
 from stepguard.service.pagelinks import PageLink
-from stepguard.service.pages import PageService
 
 FORWARD_AUTH_ACTOR = "forward-auth"
 
@@ -72,18 +74,60 @@ class ForwardCheck:
     user_agent: str | None
 
 
+_CacheKey = tuple[object, ...]
+
+
 class ForwardAuthService:
-    def __init__(self, deps: Deps, *, pages: PageService, decisions: DecisionService) -> None:
+    """``cache_seconds`` > 0 keeps each *allow* for that long in this process (at most
+    ``cache_size`` entries), keyed by everything the decision read: the cookie's hash, the
+    action, the whole original request, the client address and agent, and the policy in
+    force. A revoked session or browser session, or a closing ``max_age`` window, is
+    therefore noticed up to ``cache_seconds`` late; nothing else is cached (a step-up, a
+    deny or a login is decided afresh every time)."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        *,
+        decisions: DecisionService,
+        cache_seconds: float = 0.0,
+        cache_size: int = 10_000,
+    ) -> None:
         self._deps = deps
-        self._pages = pages
         self._decisions = decisions
+        self._ttl = timedelta(seconds=cache_seconds)
+        self._cache_size = cache_size
+        self._cache: dict[_CacheKey, tuple[ForwardAllowed, datetime]] = {}
 
     async def check(self, check: ForwardCheck) -> ForwardVerdict:
-        try:
-            browser = await self._pages.browser(check.cookie)
-        except PageLinkInvalidError:
-            return ForwardLogin(reason="no active browser session")
+        if not check.cookie:
+            return ForwardLogin(reason="no browser session cookie")
+        deps = self._deps
+        now = deps.clock.now()
+        id_hash = token_hash(check.cookie)
         http = check.request
+        key: _CacheKey = (
+            id_hash,
+            check.action,
+            http.method,
+            http.scheme,
+            http.host,
+            http.port,
+            http.path,
+            http.query,
+            check.ip,
+            check.user_agent,
+            id(deps.policy.current),
+        )
+        if self._ttl:
+            cached = self._cache.get(key)
+            if cached is not None and now < cached[1]:
+                return cached[0]
+        # One statement; the decision then checks the StepGuard session itself.
+        async with deps.store.lookup() as uow:
+            browser = await uow.browser_sessions.get_active(id_hash, at=now)
+        if browser is None:
+            return ForwardLogin(reason="no active browser session")
         try:
             result = await self._decisions.decide(
                 DecisionRequest(
@@ -97,19 +141,23 @@ class ForwardAuthService:
                 ),
                 actor=FORWARD_AUTH_ACTOR,
             )
-        except SessionInvalidError:  # ended between the two reads
+        except SessionInvalidError:  # ended, expired or revoked
             return ForwardLogin(reason="session no longer active")
         decision = result.decision
         if isinstance(decision, Allow):
-            if result.subject is None or result.session is None:  # not reached; fail closed
-                return ForwardDenied(rule=decision.rule)
-            level = summarize(result.session.factors).level
-            return ForwardAllowed(
+            subject, session = result.subject, result.session
+            if subject is None or session is None or session.subject_id != browser.subject_id:
+                return ForwardDenied(rule=decision.rule)  # not reached; fail closed
+            level = summarize(session.factors).level
+            allowed = ForwardAllowed(
                 rule=decision.rule,
-                subject=result.subject,
-                session=result.session,
+                subject=subject,
+                session=session,
                 acr=level.acr if level else None,
             )
+            if self._ttl:
+                self._remember(key, allowed, min(now + self._ttl, browser.expires_at))
+            return allowed
         if isinstance(decision, StepUp):
             if result.challenge is None or result.page_link is None:  # not reached
                 return ForwardDenied(rule=decision.rule)
@@ -122,6 +170,14 @@ class ForwardAuthService:
                 rule=decision.rule, challenge=result.challenge, page_link=result.page_link
             )
         return ForwardDenied(rule=decision.rule)
+
+    def _remember(self, key: _CacheKey, allowed: ForwardAllowed, until: datetime) -> None:
+        cache = self._cache
+        if len(cache) >= self._cache_size:
+            # Drop the oldest entry; a concurrent caller may have changed the dict.
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                del cache[next(iter(cache))]
+        cache[key] = (allowed, min(until, allowed.session.expires_at))
 
     async def _refuse(self, challenge: Challenge, reason: str) -> None:
         async with self._deps.store.transaction() as uow:

@@ -158,7 +158,25 @@ async def test_a_revoked_session_is_sent_to_log_in(api: Harness) -> None:
         await log_in(api, b, u.session_id)
         assert (await check(b, forwarded("/"))).status_code == 200
         assert (await api.client.delete(f"/v1/sessions/{u.session_id}")).status_code == 204
+        # This process reuses the same request's allow for forward_auth_cache_seconds (1 s)...
+        assert (await check(b, forwarded("/"))).status_code == 200
+        # ...but never for another request, nor past the second.
+        assert (await check(b, forwarded("/other"))).status_code == 401
+        api.clock.advance(1)
         assert (await check(b, forwarded("/"))).status_code == 401
+
+
+async def test_without_the_cache_a_revoked_session_is_refused_at_once(database_url: str) -> None:
+    api = await _harness(database_url, forward_auth_login_url=LOGIN, forward_auth_cache_seconds=0)
+    try:
+        u = await user(api)
+        async with browser(api) as b:
+            await log_in(api, b, u.session_id)
+            assert (await check(b, forwarded("/"))).status_code == 200
+            assert (await api.client.delete(f"/v1/sessions/{u.session_id}")).status_code == 204
+            assert (await check(b, forwarded("/"))).status_code == 401
+    finally:
+        await _close(api)
 
 
 async def test_without_a_login_url_no_session_is_forbidden(database_url: str) -> None:

@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from stepguard import __version__
 from stepguard.adapters.observability import Metrics
 from stepguard.adapters.web.errors import install_error_handlers
-from stepguard.adapters.web.forward_auth import ForwardAuthConfig, forward_auth_router
+from stepguard.adapters.web.forward_auth import ForwardAuthConfig, ForwardAuthPaths
 from stepguard.adapters.web.limits import RequestGuard
 from stepguard.adapters.web.page_links import page_links_router
 from stepguard.adapters.web.pages import PagesConfig, pages_router
@@ -530,7 +530,6 @@ def build_app(
     app.include_router(risk_router(services, api_key=_api_key, responses=ERRORS))
     app.include_router(page_links_router(services, pages, caller=_api_key, responses=ERRORS))
     app.include_router(pages_router(services, pages))
-    app.include_router(forward_auth_router(services, pages, forward_auth or ForwardAuthConfig()))
     from stepguard.adapters.web.deliveries import delivery_router
 
     app.include_router(delivery_router(services, responses=ERRORS))
@@ -554,4 +553,10 @@ def build_app(
         return PlainTextResponse(body, media_type=content_type)
 
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        ForwardAuthPaths,
+        services=services,
+        pages=pages,
+        config=forward_auth or ForwardAuthConfig(),
+    )
     return app

@@ -15,6 +15,11 @@ Trust: the proxy's headers are read only when the TCP peer is one of ``trusted_p
 under their canonical names (a header spelled with ``_`` instead of ``-`` is refused, as is a
 second copy of any header read here), and strictly (:mod:`stepguard.core.forward_auth`).
 
+It is a raw ASGI endpoint in front of the FastAPI app (:class:`ForwardAuthPaths`): a check
+runs before every proxied request, and FastAPI's routing, dependency solving and middleware
+would cost several times the check itself. Any method is accepted (nginx's auth subrequest
+keeps the original method).
+
 Answers, always with an empty body (nginx reuses the upstream connection only then):
 
 - 200 with ``Remote-User``, ``Remote-Groups``, ``Remote-ACR`` (and ``Remote-Email``);
@@ -28,15 +33,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import parse_qs
 
 import structlog
-from fastapi import APIRouter, Request
-from fastapi.responses import Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stepguard.adapters.web.pages import PagesConfig
 from stepguard.adapters.web.pages._urls import safe_return_to, with_query
@@ -56,9 +59,16 @@ from stepguard.service.forward_auth import (
     ForwardStepUp,
 )
 
-__all__ = ["ENVOY_PREFIX", "ForwardAuthConfig", "IpNetwork", "forward_auth_router"]
+__all__ = [
+    "ENVOY_PREFIX",
+    "FORWARD_AUTH_PATH",
+    "ForwardAuthConfig",
+    "ForwardAuthPaths",
+    "IpNetwork",
+]
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+FORWARD_AUTH_PATH: Final = "/forward-auth"
 ENVOY_PREFIX: Final = "/forward-auth/envoy"
 _LOOPBACK: Final = ("127.0.0.0/8", "::1/128")
 
@@ -75,7 +85,8 @@ _READ: Final = frozenset(
 )
 _ALIASES: Final = {name.replace("-", "_") for name in _READ if "-" in name}
 _ACTION: Final = re.compile(r"http\.[a-z0-9][a-z0-9._-]{0,120}")
-_NO_STORE: Final = {"Cache-Control": "no-store"}
+_NO_STORE: Final = (b"cache-control", b"no-store")
+_EMPTY_BODY: Final = {"type": "http.response.body", "body": b""}
 _log = structlog.get_logger("stepguard.forward_auth")
 
 
@@ -107,10 +118,10 @@ class ForwardAuthConfig:
         return any(address in network for network in self.trusted_proxies)
 
 
-def _headers(request: Request) -> dict[str, str]:
+def _headers(scope: Scope) -> dict[str, str]:
     """The headers read here, by canonical name; refuses aliases and duplicates."""
     found: dict[str, str] = {}
-    for raw_name, raw_value in request.scope["headers"]:
+    for raw_name, raw_value in scope["headers"]:
         name = raw_name.decode("latin-1").lower()
         if name in _ALIASES:
             raise ForwardedRequestError(f"header {name!r} is an alias of a forwarded header")
@@ -168,50 +179,79 @@ def _original(headers: dict[str, str], envoy: tuple[str, str] | None) -> HttpReq
     )
 
 
-def _empty(status: int, headers: dict[str, str] | None = None) -> Response:
-    return Response(status_code=status, headers={**_NO_STORE, **(headers or {})})
-
-
-def _header_value(text: str) -> str:
+def _header_value(text: str) -> bytes:
     """Printable ASCII for a header value (subject ids and groups are ids already)."""
-    return "".join(c if " " <= c <= "~" else "?" for c in text)
+    return "".join(c if " " <= c <= "~" else "?" for c in text).encode("ascii")
 
 
-def forward_auth_router(
-    services: Services, pages: PagesConfig, config: ForwardAuthConfig
-) -> APIRouter:
-    router = APIRouter(include_in_schema=False)
-    forward = services.forward_auth
+def _options(scope: Scope) -> tuple[str, str]:
+    """``(mode, action)`` from the check URL's query (``/forward-auth`` only)."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    modes = query.get("mode", ["status"])
+    actions = query.get("action", [FORWARD_AUTH_ACTION])
+    if len(modes) != 1 or modes[0] not in ("status", "redirect"):
+        raise ForwardedRequestError("mode must be status or redirect")
+    if len(actions) != 1 or _ACTION.fullmatch(actions[0]) is None:
+        raise ForwardedRequestError("action must be one http.* action name")
+    return modes[0], actions[0]
 
-    def location(target: str, original: HttpRequest) -> str:
-        back = safe_return_to(original.url, allowed_origins=pages.return_to_origins)
-        return with_query(target, return_to=back) if back else target
 
-    def redirect(target: str, original: HttpRequest, mode_redirect: bool) -> Response:
-        return _empty(302 if mode_redirect else 401, {"Location": location(target, original)})
+class ForwardAuthPaths:
+    """ASGI middleware: ``/forward-auth`` and ``/forward-auth/envoy/...`` are answered here;
+    every other request goes on to ``app``."""
 
-    async def answer(request: Request, envoy: tuple[str, str] | None) -> Response:
-        peer = request.client.host if request.client else None
-        if not config.trusts(peer):
-            _log.warning("forward_auth.untrusted_peer", peer=peer)
-            return _empty(403)
-        # Envoy's check request carries the original query: it always redirects (302).
-        params = request.query_params if envoy is None else None
-        mode = params.get("mode", "status") if params is not None else "redirect"
-        action = params.get("action", FORWARD_AUTH_ACTION) if params is not None else None
-        action = action or FORWARD_AUTH_ACTION
+    def __init__(
+        self, app: ASGIApp, *, services: Services, pages: PagesConfig, config: ForwardAuthConfig
+    ) -> None:
+        self._app = app
+        self._forward = services.forward_auth
+        self._pages = pages
+        self._config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path == FORWARD_AUTH_PATH:
+                await self._answer(scope, send, envoy=False)
+                return
+            if path.startswith(ENVOY_PREFIX + "/"):
+                await self._answer(scope, send, envoy=True)
+                return
+        await self._app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, send: Send, *, envoy: bool) -> None:
         try:
-            if params is not None and (
-                mode not in ("status", "redirect")
-                or len(params.getlist("mode")) > 1
-                or _ACTION.fullmatch(action) is None
-                or len(params.getlist("action")) > 1
-            ):
-                raise ForwardedRequestError("mode must be status or redirect; action http.*")
-            headers = _headers(request)
-            original = _original(headers, envoy)
+            status, headers = await self._check(scope, envoy=envoy)
+        except Exception as error:  # never an allow; the proxy answers 500
+            _log.error("forward_auth.failed", error=type(error).__name__)
+            status, headers = 500, []
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [_NO_STORE, *headers]}
+        )
+        await send(_EMPTY_BODY)
+
+    async def _check(self, scope: Scope, *, envoy: bool) -> tuple[int, list[tuple[bytes, bytes]]]:
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if not self._config.trusts(peer):
+            _log.warning("forward_auth.untrusted_peer", peer=peer)
+            return 403, []
+        try:
+            if envoy:
+                # The check request is the original request under a prefix; its query is the
+                # original query, so Envoy always gets 302 and the default action.
+                raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
+                uri = raw_path.decode("latin-1")[len(ENVOY_PREFIX) :]
+                query = scope.get("query_string", b"").decode("latin-1")
+                shape = (scope["method"], f"{uri}?{query}" if query else uri)
+                mode, action = "redirect", FORWARD_AUTH_ACTION
+            else:
+                shape = None
+                mode, action = _options(scope)
+            headers = _headers(scope)
+            original = _original(headers, shape)
             check = ForwardCheck(
-                cookie=_cookie(headers.get("cookie"), pages.cookie_name),
+                cookie=_cookie(headers.get("cookie"), self._pages.cookie_name),
                 request=original,
                 action=action,
                 ip=parse_client_ip(headers.get("x-forwarded-for")),
@@ -219,53 +259,28 @@ def forward_auth_router(
             )
         except ForwardedRequestError as error:
             _log.warning("forward_auth.bad_request", peer=peer, reason=error.message)
-            return _empty(400)
-        verdict = await forward.check(check)
+            return 400, []
+        verdict = await self._forward.check(check)
         if isinstance(verdict, ForwardAllowed):
             subject = verdict.subject
-            identity = {
-                "Remote-User": _header_value(subject.id),
-                "Remote-Groups": _header_value(",".join(subject.groups)),
-                "Remote-ACR": verdict.acr or "",
-            }
+            identity = [
+                (b"remote-user", _header_value(subject.id)),
+                (b"remote-groups", _header_value(",".join(subject.groups))),
+                (b"remote-acr", (verdict.acr or "").encode("ascii")),
+            ]
             if subject.email:
-                identity["Remote-Email"] = _header_value(subject.email)
-            return _empty(200, identity)
-        mode_redirect = mode == "redirect"
+                identity.append((b"remote-email", _header_value(subject.email)))
+            return 200, identity
+        status = 302 if mode == "redirect" else 401
         if isinstance(verdict, ForwardStepUp):
-            page = pages.page_url(
+            page = self._pages.page_url(
                 f"/challenge/{verdict.challenge.id}", verdict.page_link.token.reveal()
             )
-            return redirect(page, original, mode_redirect)
-        if isinstance(verdict, ForwardLogin) and config.login_url:
-            return redirect(config.login_url, original, mode_redirect)
-        return _empty(403)
+            return status, [(b"location", self._location(page, original))]
+        if isinstance(verdict, ForwardLogin) and self._config.login_url:
+            return status, [(b"location", self._location(self._config.login_url, original))]
+        return 403, []
 
-    async def standard(request: Request) -> Response:
-        return await answer(request, None)
-
-    async def envoy(request: Request) -> Response:
-        raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode()
-        uri = raw_path.decode("latin-1")[len(ENVOY_PREFIX) :]
-        query = request.scope.get("query_string", b"").decode("latin-1")
-        return await answer(request, (request.method, f"{uri}?{query}" if query else uri))
-
-    # Any method, WebDAV's included: nginx's auth subrequest keeps the original request's
-    # method. (Starlette limits a function endpoint to GET; an ASGI endpoint takes any.)
-    for path, handler in (
-        ("/forward-auth", standard),
-        (ENVOY_PREFIX + "/{original:path}", envoy),
-    ):
-        router.routes.append(Route(path, _AnyMethod(handler), include_in_schema=False))
-    return router
-
-
-class _AnyMethod:
-    """An ASGI endpoint around a request handler, for a route that takes every method."""
-
-    def __init__(self, handler: Callable[[Request], Awaitable[Response]]) -> None:
-        self._handler = handler
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = await self._handler(Request(scope, receive))
-        await response(scope, receive, send)
+    def _location(self, target: str, original: HttpRequest) -> bytes:
+        back = safe_return_to(original.url, allowed_origins=self._pages.return_to_origins)
+        return (with_query(target, return_to=back) if back else target).encode("latin-1")
