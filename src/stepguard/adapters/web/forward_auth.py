@@ -85,7 +85,9 @@ _READ: Final = frozenset(
 )
 _ALIASES: Final = {name.replace("-", "_") for name in _READ if "-" in name}
 _ACTION: Final = re.compile(r"http\.[a-z0-9][a-z0-9._-]{0,120}")
-_NO_STORE: Final = (b"cache-control", b"no-store")
+# An explicit empty length: without it uvicorn answers chunked, and nginx treats the chunked
+# terminator as a body it will not read, closing the connection after every check.
+_FIXED: Final = ((b"cache-control", b"no-store"), (b"content-length", b"0"))
 _EMPTY_BODY: Final = {"type": "http.response.body", "body": b""}
 _log = structlog.get_logger("stepguard.forward_auth")
 
@@ -226,7 +228,7 @@ class ForwardAuthPaths:
             _log.error("forward_auth.failed", error=type(error).__name__)
             status, headers = 500, []
         await send(
-            {"type": "http.response.start", "status": status, "headers": [_NO_STORE, *headers]}
+            {"type": "http.response.start", "status": status, "headers": [*_FIXED, *headers]}
         )
         await send(_EMPTY_BODY)
 
