@@ -37,7 +37,7 @@ from typing import Any, Final
 import httpx
 
 from benchlib import load
-from benchlib.server import free_port, fresh_database, running_server
+from benchlib.server import free_port, fresh_database, process_group_cpu_s, running_server
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 DOCS: Final = BENCH_DIR.parent / "docs" / "forward-auth.md"
@@ -87,7 +87,8 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], what: str) -> None:
 @contextlib.contextmanager
 def process(
     args: list[str], *, port: int, what: str, env: dict[str, str] | None = None
-) -> Iterator[None]:
+) -> Iterator[int]:
+    """Run ``args`` in its own process group until the block ends; yields the pid (= pgid)."""
     proc = subprocess.Popen(
         args,
         env=env,
@@ -98,7 +99,7 @@ def process(
     )
     try:
         _wait_port(port, proc, what)
-        yield
+        yield proc.pid
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -109,7 +110,7 @@ def process(
             proc.wait(timeout=5)
 
 
-def uvicorn(app: str, port: int) -> contextlib.AbstractContextManager[None]:
+def uvicorn(app: str, port: int) -> contextlib.AbstractContextManager[int]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), env.get("PYTHONPATH")]))
     # The flags `stepguard serve` gives uvicorn (uvloop and httptools when installed).
@@ -208,7 +209,7 @@ def main() -> None:
             database_url = stack.enter_context(
                 fresh_database("sqlite", workdir=workdir, postgres_url="")
             )
-            stack.enter_context(uvicorn("benchlib.authstub:app", stub_port))
+            stub_pid = stack.enter_context(uvicorn("benchlib.authstub:app", stub_port))
             stack.enter_context(uvicorn("benchlib.rawapp:app", upstream_port))
             # The nginx port must be known before StepGuard starts (public_url, return_to).
             sg_nginx, stub_nginx = free_port(), free_port()
@@ -235,7 +236,7 @@ def main() -> None:
                 f"listen 127.0.0.1:{stub_nginx_port};", f"listen 127.0.0.1:{stub_nginx};"
             )
             conf.write_text(text)
-            stack.enter_context(
+            nginx_pid = stack.enter_context(
                 process(
                     [str(NGINX), "-p", str(conf.parent), "-c", str(conf),
                      "-e", str(conf.parent / "logs" / "error.log")],
@@ -243,6 +244,7 @@ def main() -> None:
                 )
             )  # fmt: skip
             cookie = warm_cookie(server.base_url, server.api_key, nginx_url)
+            auth_pids = {"stub": stub_pid, "stepguard": server.pgid}
             targets = {
                 "stub": f"http://127.0.0.1:{stub_nginx}/reports",
                 "stepguard": f"{nginx_url}/reports",
@@ -273,25 +275,34 @@ def main() -> None:
                             stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL,
                         )  # fmt: skip
+                    cpu_before = process_group_cpu_s(auth_pids[name])
+                    nginx_before = process_group_cpu_s(nginx_pid)
                     result = load.run_wrk(
                         url=url, method="GET", body=None, headers={"Cookie": cookie},
                         duration_s=args.duration, connections=args.connections,
                     )  # fmt: skip
+                    auth_cpu = process_group_cpu_s(auth_pids[name]) - cpu_before
+                    nginx_cpu = process_group_cpu_s(nginx_pid) - nginx_before
                     if spy is not None:
                         spy.wait(timeout=60)
                     if result.failures:
                         raise RuntimeError(f"{name}: {result.failures} failed requests")
-                    results[name].append(result.as_json())
+                    row = result.as_json()
+                    row["auth_cpu_us_per_req"] = 1e6 * auth_cpu / max(1, result.requests)
+                    row["nginx_cpu_us_per_req"] = 1e6 * nginx_cpu / max(1, result.requests)
+                    results[name].append(row)
                     print(
                         f"round {round_ + 1} {name:9} {result.rps:9.0f} req/s  "
-                        f"p50 {result.latency_us['p50']} us  p99 {result.latency_us['p99']} us",
+                        f"p50 {result.latency_us['p50']} us  p99 {result.latency_us['p99']} us  "
+                        f"auth CPU {row['auth_cpu_us_per_req']:.0f} us/req  "
+                        f"nginx CPU {row['nginx_cpu_us_per_req']:.0f} us/req",
                         flush=True,
                     )
 
     def median(name: str, key: str) -> float:
         return float(
             statistics.median(
-                float(r["rps"] if key == "rps" else r["latency_us"][key]) for r in results[name]
+                float(r[key] if key in r else r["latency_us"][key]) for r in results[name]
             )
         )
 

@@ -18,6 +18,7 @@ forward-auth check that matched another path than the one the upstream serves is
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Final
@@ -63,6 +64,7 @@ def parse_proto(value: str | None) -> str:
     return value.lower()
 
 
+@functools.lru_cache(maxsize=1024)  # a pure function over the few hosts a proxy fronts
 def parse_host(value: str | None) -> tuple[str, int | None]:
     """``(host, port)`` from an RFC 3986 authority without userinfo."""
     if not value or len(value) > _MAX_HOST_LENGTH + 8 or _VISIBLE_ASCII.fullmatch(value) is None:
@@ -166,6 +168,7 @@ def parse_absolute_url(value: str | None) -> tuple[str, str, str]:
     return proto, authority, uri or "/"
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_client_ip(value: str | None) -> str | None:
     """The client address a trusted proxy reports: the last entry of ``X-Forwarded-For``
     (the one the proxy itself appended). ``None`` when absent; malformed raises."""

@@ -12,6 +12,7 @@ adapter answers with a 5xx, never an allow.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -98,6 +99,7 @@ class ForwardAuthService:
         self._ttl = timedelta(seconds=cache_seconds)
         self._cache_size = cache_size
         self._cache: dict[_CacheKey, tuple[ForwardAllowed, datetime]] = {}
+        self._inflight: dict[_CacheKey, asyncio.Future[ForwardVerdict]] = {}
 
     async def check(self, check: ForwardCheck) -> ForwardVerdict:
         if not check.cookie:
@@ -119,10 +121,44 @@ class ForwardAuthService:
             check.user_agent,
             id(deps.policy.current),
         )
-        if self._ttl:
-            cached = self._cache.get(key)
-            if cached is not None and now < cached[1]:
-                return cached[0]
+        if not self._ttl:
+            return await self._decide(check, id_hash, key, now)
+        cached = self._cache.get(key)
+        if cached is not None and now < cached[1]:
+            return cached[0]
+        # Identical checks arriving together (a page's many requests, or every connection
+        # when an entry expires) wait for the first one's allow instead of each reading the
+        # database. Only an allow is shared: anything else is decided again by each caller,
+        # so no two browsers' requests ever share a challenge or its page link.
+        leader = self._inflight.get(key)
+        if leader is not None:
+            try:
+                shared = await asyncio.shield(leader)
+            except asyncio.CancelledError:
+                if not leader.cancelled():
+                    raise  # this caller was cancelled, not the leader
+            else:
+                if isinstance(shared, ForwardAllowed):
+                    return shared
+            return await self._decide(check, id_hash, key, now)
+        future: asyncio.Future[ForwardVerdict] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            verdict = await self._decide(check, id_hash, key, now)
+        except BaseException:
+            future.cancel()  # waiters decide for themselves
+            raise
+        else:
+            future.set_result(verdict)
+            return verdict
+        finally:
+            del self._inflight[key]
+
+    async def _decide(
+        self, check: ForwardCheck, id_hash: str, key: _CacheKey, now: datetime
+    ) -> ForwardVerdict:
+        deps = self._deps
+        http = check.request
         # One statement; the decision then checks the StepGuard session itself.
         async with deps.store.lookup() as uow:
             browser = await uow.browser_sessions.get_active(id_hash, at=now)

@@ -6,6 +6,7 @@ The same flows through a real nginx are in ``tests/integration/live/test_forward
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -367,3 +368,18 @@ async def test_envoy_sends_the_original_request_under_a_prefix(api: Harness) -> 
             "/forward-auth/envoy/reports", headers={**proto, "X-Forwarded-Uri": "/reports"}
         )
         assert mixed.status_code == 400
+
+
+async def test_identical_concurrent_checks_share_one_allow_but_never_a_challenge(
+    api: Harness,
+) -> None:
+    u = await user(api)
+    async with browser(api) as b:
+        await log_in(api, b, u.session_id)
+        allowed = await asyncio.gather(*(check(b, forwarded("/reports")) for _ in range(30)))
+        assert {r.status_code for r in allowed} == {200}
+        assert {r.headers["remote-user"] for r in allowed} == {"alice"}
+        stepped = await asyncio.gather(*(check(b, forwarded("/admin")) for _ in range(5)))
+        assert {r.status_code for r in stepped} == {401}
+        pages = {urlsplit(r.headers["location"]).path for r in stepped}
+        assert len(pages) == 5  # five challenges, five single-use links

@@ -31,6 +31,7 @@ Answers, always with an empty body (nginx reuses the upstream connection only th
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -111,13 +112,18 @@ class ForwardAuthConfig:
     def trusts(self, peer: str | None) -> bool:
         if peer is None:
             return False
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.trusted_proxies)
+        return _trusted(peer, self.trusted_proxies)
+
+
+@functools.lru_cache(maxsize=1024)  # a proxy's few addresses, checked on every request
+def _trusted(peer: str, trusted_proxies: tuple[IpNetwork, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in trusted_proxies)
 
 
 def _headers(scope: Scope) -> dict[str, str]:

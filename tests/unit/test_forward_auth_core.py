@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from stepguard.adapters.web.forward_auth import ForwardAuthConfig
 from stepguard.core.errors import ForwardedRequestError, PolicyError
 from stepguard.core.forward_auth import (
     parse_absolute_url,
@@ -251,3 +252,19 @@ def test_http_rules_are_validated(rule: str, field: str, words: str) -> None:
 
 def test_bound_rules_for_application_actions_are_still_allowed() -> None:
     _load('match: {actions: ["payments.*"]}\n    step_up: {acr: aal2, bind: true}')
+
+
+def test_only_configured_proxies_are_trusted() -> None:
+    default = ForwardAuthConfig()
+    assert default.trusts("127.0.0.1")
+    assert default.trusts("127.8.9.10")
+    assert default.trusts("::1")
+    assert default.trusts("::ffff:127.0.0.1")  # an IPv4-mapped loopback peer
+    for peer in (None, "", "10.0.0.1", "::2", "testclient", "localhost", "127.0.0.1 "):
+        assert not default.trusts(peer), peer
+    custom = ForwardAuthConfig.parse(["10.0.0.0/24", " 2001:db8::/32"], None)
+    assert custom.trusts("10.0.0.77")
+    assert custom.trusts("2001:db8::5")
+    assert not custom.trusts("127.0.0.1")  # replaced, not added to the default
+    with pytest.raises(ValueError, match="host bits set"):
+        ForwardAuthConfig.parse(["10.0.0.1/24"], None)  # host bits set
