@@ -129,11 +129,12 @@ def _decoded_path(raw: str) -> str:
     return path
 
 
+@functools.lru_cache(maxsize=4096)  # pure; a browser repeats its requests
 def request_from_parts(
     *, method: str | None, proto: str | None, host: str | None, uri: str | None
 ) -> HttpRequest:
     """The original request from the four values a proxy reports. Raises
-    ``ForwardedRequestError`` for anything missing or malformed."""
+    ``ForwardedRequestError`` for anything missing or malformed (never cached)."""
     parsed_method = parse_method(method)
     scheme = parse_proto(proto)
     hostname, port = parse_host(host)

@@ -31,7 +31,6 @@ Answers, always with an empty body (nginx reuses the upstream connection only th
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -112,18 +111,13 @@ class ForwardAuthConfig:
     def trusts(self, peer: str | None) -> bool:
         if peer is None:
             return False
-        return _trusted(peer, self.trusted_proxies)
-
-
-@functools.lru_cache(maxsize=1024)  # a proxy's few addresses, checked on every request
-def _trusted(peer: str, trusted_proxies: tuple[IpNetwork, ...]) -> bool:
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in trusted_proxies)
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.trusted_proxies)
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -189,6 +183,8 @@ def _original(headers: dict[str, str], envoy: tuple[str, str] | None) -> HttpReq
 
 def _header_value(text: str) -> bytes:
     """Printable ASCII for a header value (subject ids and groups are ids already)."""
+    if text.isascii() and text.isprintable():
+        return text.encode("ascii")
     return "".join(c if " " <= c <= "~" else "?" for c in text).encode("ascii")
 
 
@@ -215,6 +211,7 @@ class ForwardAuthPaths:
         self._forward = services.forward_auth
         self._pages = pages
         self._config = config
+        self._peers: dict[str, bool] = {}  # trust by peer address: a proxy's few addresses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -241,7 +238,12 @@ class ForwardAuthPaths:
     async def _check(self, scope: Scope, *, envoy: bool) -> tuple[int, list[tuple[bytes, bytes]]]:
         client = scope.get("client")
         peer = client[0] if client else None
-        if not self._config.trusts(peer):
+        trusted = self._peers.get(peer) if peer is not None else False
+        if trusted is None:
+            trusted = self._config.trusts(peer)
+            if len(self._peers) < 1024:
+                self._peers[peer or ""] = trusted
+        if not trusted:
             _log.warning("forward_auth.untrusted_peer", peer=peer)
             return 403, []
         try:
