@@ -10,6 +10,7 @@ shared machine hits both. Every StepGuard request must be answered 200 by the up
 
     .venv/bin/python bench/forward_auth.py                  # 3 rounds of 10 s, wrk -t2 -c64
     .venv/bin/python bench/forward_auth.py --duration 5 --rounds 2
+    .venv/bin/python bench/forward_auth.py --cache-seconds 0   # every check reads the database
 
 Needs nginx (``/usr/sbin/nginx``) and wrk (``apt-get install wrk``). Results go to stdout and
 ``bench/results/forward-auth-<UTC time>.json``.
@@ -193,6 +194,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--risk-engine", choices=("live", "static"), default="live")
     parser.add_argument(
+        "--cache-seconds", type=float, default=1.0, help="forward_auth_cache_seconds (0: off)"
+    )
+    parser.add_argument(
         "--profile", type=Path, help="py-spy the StepGuard worker in round 1 (collapsed stacks)"
     )
     args = parser.parse_args()
@@ -218,6 +222,7 @@ def main() -> None:
                 STEPGUARD_PUBLIC_URL=nginx_url,
                 STEPGUARD_RETURN_TO_ORIGINS=json.dumps([nginx_url]),
                 STEPGUARD_RISK_ENGINE=args.risk_engine,
+                STEPGUARD_FORWARD_AUTH_CACHE_SECONDS=str(args.cache_seconds),
             )
             server = stack.enter_context(
                 running_server(
