@@ -174,7 +174,7 @@ class DeliveryRateLimitedError(StepGuardError):
 
 class ForwardedRequestError(InvalidRequestError):
     """A forward-auth check whose original request (the proxy's headers) is missing,
-    malformed, ambiguous or not from a trusted proxy. Never answered with 200."""
+    malformed or ambiguous. Answered 400, never 200."""
 
     code = "forwarded_request_invalid"
     default_message = "The forwarded request is invalid."
