@@ -32,6 +32,7 @@ from stepguard.adapters.observability import Metrics, MetricsObserver, configure
 from stepguard.adapters.storage import SqlStore
 from stepguard.adapters.system import SystemClock, SystemRng
 from stepguard.adapters.web import build_app
+from stepguard.adapters.web.forward_auth import ForwardAuthConfig
 from stepguard.adapters.web.pages import PagesConfig
 from stepguard.core.errors import ConfigurationError, PolicyError
 from stepguard.core.factors.oob import Channel
@@ -214,6 +215,15 @@ def pages_config(settings: Settings) -> PagesConfig:
         raise ConfigurationError(f"return_to_origins or public_url: {error}") from None
 
 
+def forward_auth_config(settings: Settings) -> ForwardAuthConfig:
+    try:
+        return ForwardAuthConfig.parse(
+            settings.forward_auth_trusted_proxies, settings.forward_auth_login_url
+        )
+    except ValueError as error:
+        raise ConfigurationError(f"forward_auth_trusted_proxies: {error}") from None
+
+
 def delivery_code_key(settings: Settings) -> bytes:
     """The key of the email/SMS code HMACs, derived (HKDF-SHA256) from the current secret key.
 
@@ -370,6 +380,7 @@ def build_runtime(
         deps,
         api_key_cache_seconds=settings.api_key_cache_seconds,
         risk_thresholds=risk_thresholds(settings),
+        forward_auth_cache_seconds=settings.forward_auth_cache_seconds,
     )
     return Runtime(settings=settings, store=store, services=services, metrics=metrics)
 
@@ -381,6 +392,7 @@ def app_for(runtime: Runtime) -> FastAPI:
         metrics=runtime.metrics,
         max_body_bytes=settings.max_body_bytes,
         pages=pages_config(settings),
+        forward_auth=forward_auth_config(settings),
     )
 
     @asynccontextmanager

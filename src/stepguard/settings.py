@@ -82,6 +82,14 @@ class Settings(BaseSettings):
     return_to_origins: list[str] = Field(default_factory=list)
     page_token_ttl_seconds: int = Field(default=300, gt=0, le=300, strict=True)
     browser_session_ttl_seconds: PositiveSeconds = 3600
+    # Forward-auth (docs/forward-auth.md): the proxies (CIDRs) whose X-Forwarded-* headers
+    # are read (default: loopback only), and where a browser without a session logs in.
+    forward_auth_trusted_proxies: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"]
+    )
+    # How long one process may reuse a forward-auth allow for the same cookie and request.
+    forward_auth_cache_seconds: float = Field(default=1.0, ge=0, le=10)
+    forward_auth_login_url: str | None = Field(default=None, pattern=r"^https?://[!-\"$-~]+$")
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     api_key_cache_seconds: float = Field(default=5.0, ge=0)

@@ -170,3 +170,11 @@ class DeliveryRateLimitedError(StepGuardError):
 
     code = "delivery_rate_limited"
     default_message = "Too many codes were sent recently. Try again later or use another factor."
+
+
+class ForwardedRequestError(InvalidRequestError):
+    """A forward-auth check whose original request (the proxy's headers) is missing,
+    malformed or ambiguous. Answered 400, never 200."""
+
+    code = "forwarded_request_invalid"
+    default_message = "The forwarded request is invalid."

@@ -12,6 +12,7 @@ from stepguard.service.decisions import DecisionService
 from stepguard.service.delivery import DeliveryService
 from stepguard.service.deps import Deps
 from stepguard.service.factors import FactorService
+from stepguard.service.forward_auth import ForwardAuthService
 from stepguard.service.notifications import NotificationService
 from stepguard.service.pages import PageService
 from stepguard.service.risk_alerts import RiskAlertService
@@ -37,6 +38,7 @@ class Services:
     pages: PageService
     delivery: DeliveryService
     notifications: NotificationService
+    forward_auth: ForwardAuthService
 
     @classmethod
     def build(
@@ -45,6 +47,7 @@ class Services:
         *,
         api_key_cache_seconds: float = 5.0,
         risk_thresholds: LevelThresholds | None = None,
+        forward_auth_cache_seconds: float = 0.0,
     ) -> Services:
         notifications = NotificationService(deps)
         deps = replace(deps, notifier=notifications)
@@ -68,4 +71,7 @@ class Services:
             ),
             delivery=DeliveryService(deps),
             notifications=notifications,
+            forward_auth=ForwardAuthService(
+                deps, decisions=decisions, cache_seconds=forward_auth_cache_seconds
+            ),
         )

@@ -19,13 +19,15 @@ from stepguard.core.errors import SessionInvalidError, StepGuardError
 from stepguard.core.ids import new_id, token_hash
 from stepguard.core.model import AuditEvent, Challenge, ChallengeStatus, Grant, Session, Subject
 from stepguard.core.pages import PagePurpose
-from stepguard.core.policy.model import PolicyInput
+from stepguard.core.policy.model import HttpRequest, PolicyInput
 from stepguard.core.policy.summary import render_summary
 from stepguard.core.risk import UNAVAILABLE_RISK, RiskAssessment
 from stepguard.service.deps import Deps
 from stepguard.service.pagelinks import PageLink, mint_page_link
 
 FAIL_CLOSED_RULE = "stepguard.fail_closed"
+# What the step-up page shows for a forward-auth request whose rule has no summary.
+HTTP_SUMMARY = "{context.method} {context.host}{context.path}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,6 +43,8 @@ class DecisionRequest:
     # A challenge satisfied on the hosted pages: its grant is redeemed without crossing the
     # browser (docs/pages.md).
     challenge_id: str | None = None
+    # A forward-auth check: the original request (docs/forward-auth.md).
+    http: HttpRequest | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +53,9 @@ class DecisionResult:
     risk: RiskAssessment
     challenge: Challenge | None = None
     page_link: PageLink | None = None  # the challenge's single-use link to the hosted page
+    # Who was decided about (absent when the decision failed closed before knowing).
+    subject: Subject | None = None
+    session: Session | None = None
 
 
 def requirement_details(requirement: Requirement) -> dict[str, object]:
@@ -71,8 +78,19 @@ def policy_input(
     user_agent: str | None,
     risk: RiskAssessment,
     now: datetime,
+    http: HttpRequest | None = None,
 ) -> PolicyInput:
     assurance = summarize(session.factors)
+    request: dict[str, Any] = {"ip": ip or "", "user_agent": user_agent or ""}
+    if http is not None:
+        request.update(
+            method=http.method,
+            scheme=http.scheme,
+            host=http.host,
+            port=http.port or (443 if http.scheme == "https" else 80),
+            path=http.path,
+            query=http.query,
+        )
     return PolicyInput(
         action=action,
         resource=resource,
@@ -85,8 +103,9 @@ def policy_input(
             "age_seconds": int((now - session.created_at).total_seconds()),
         },
         context=context,
-        request={"ip": ip or "", "user_agent": user_agent or ""},
+        request=request,
         risk=risk.as_cel(),
+        http=http,
     )
 
 
@@ -146,6 +165,7 @@ class DecisionService:
             user_agent=request.user_agent,
             risk=risk,
             now=now,
+            http=request.http,
         )
         decision = decide(
             policy=deps.policy.current, inp=inp, factors=session.factors, risk=risk, now=now
@@ -153,7 +173,7 @@ class DecisionService:
 
         if isinstance(decision, Allow):
             deps.observer.decision(outcome="allow", rule=decision.rule)
-            return DecisionResult(decision=decision, risk=risk)
+            return DecisionResult(decision=decision, risk=risk, subject=subject, session=session)
 
         common: dict[str, Any] = {
             "action": request.action,
@@ -163,6 +183,12 @@ class DecisionService:
             "risk": risk.details(),
             "ip": request.ip,
         }
+        if request.http is not None:
+            common["http"] = {
+                "method": request.http.method,
+                "host": request.http.host,
+                "path": request.http.path,
+            }
         if isinstance(decision, Deny):
             async with deps.store.transaction() as uow:
                 await uow.audit.append(
@@ -177,7 +203,7 @@ class DecisionService:
                     )
                 )
             deps.observer.decision(outcome="deny", rule=decision.rule)
-            return DecisionResult(decision=decision, risk=risk)
+            return DecisionResult(decision=decision, risk=risk, subject=subject, session=session)
 
         digest = transaction_digest(
             subject_id=subject.id,
@@ -192,7 +218,7 @@ class DecisionService:
             )
             if granted is not None:
                 deps.observer.decision(outcome="allow", rule=granted.rule)
-                return DecisionResult(decision=granted, risk=risk)
+                return DecisionResult(decision=granted, risk=risk, subject=subject, session=session)
 
         challenge = Challenge(
             id=new_id(deps.rng, "chl"),
@@ -204,7 +230,9 @@ class DecisionService:
             rule=decision.rule,
             requirement=decision.requirement,
             summary=render_summary(
-                decision.summary_template, action=request.action, context=request.context
+                decision.summary_template or (HTTP_SUMMARY if request.http is not None else None),
+                action=request.action,
+                context=request.context,
             ),
             status=ChallengeStatus.PENDING,
             created_at=now,
@@ -239,7 +267,12 @@ class DecisionService:
             )
         deps.observer.decision(outcome="step_up", rule=decision.rule)
         return DecisionResult(
-            decision=decision, risk=risk, challenge=challenge, page_link=page_link
+            decision=decision,
+            risk=risk,
+            challenge=challenge,
+            page_link=page_link,
+            subject=subject,
+            session=session,
         )
 
     async def _redeem_grant(

@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from stepguard import __version__
 from stepguard.adapters.observability import Metrics
 from stepguard.adapters.web.errors import install_error_handlers
+from stepguard.adapters.web.forward_auth import ForwardAuthConfig, ForwardAuthPaths
 from stepguard.adapters.web.limits import RequestGuard
 from stepguard.adapters.web.page_links import page_links_router
 from stepguard.adapters.web.pages import PagesConfig, pages_router
@@ -176,6 +177,7 @@ def build_app(
     metrics: Metrics,
     max_body_bytes: int,
     pages: PagesConfig | None = None,
+    forward_auth: ForwardAuthConfig | None = None,
 ) -> FastAPI:
     pages = pages or PagesConfig(public_url="http://127.0.0.1:8000")
     app = FastAPI(
@@ -551,4 +553,10 @@ def build_app(
         return PlainTextResponse(body, media_type=content_type)
 
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
+    app.add_middleware(
+        ForwardAuthPaths,
+        services=services,
+        pages=pages,
+        config=forward_auth or ForwardAuthConfig(),
+    )
     return app

@@ -13,6 +13,7 @@ from stepguard.core import errors
 
 STATUS_BY_CODE: dict[str, int] = {
     errors.InvalidRequestError.code: 400,
+    errors.ForwardedRequestError.code: 400,
     errors.VerificationFailedError.code: 403,
     errors.UnauthenticatedError.code: 401,
     errors.StepUpRequiredError.code: 403,

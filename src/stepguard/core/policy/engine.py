@@ -10,9 +10,10 @@ Matching a request is two steps:
    occur in the index, then runs each probed glob's regex. The result is memoised per
    distinct action in a bounded dict, so the hot path is one dict lookup, flat in the number
    of rules.
-2. **First match among the candidates.** Resource, groups, then the CEL condition. The CEL
-   context is prepared at most once per call, and only when a candidate with a condition is
-   reached; it holds only the roots that the candidates' conditions read.
+2. **First match among the candidates.** Resource, groups, the HTTP request (hosts, paths,
+   methods: only rules that name them, only for forward-auth actions), then the CEL
+   condition. The CEL context is prepared at most once per call, and only when a candidate
+   with a condition is reached; it holds only the roots that the candidates' conditions read.
 
 Globs use ``*`` (any run of characters, dots included) and ``?`` (one character); every other
 character, ``[`` included, is literal. Matching is case-sensitive.
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Final
 
 from stepguard.core.errors import PolicyEvaluationError
 from stepguard.core.policy.cel import Condition, RootFields, cel_context, merge_fields
+from stepguard.core.policy.http import HttpMatch
 from stepguard.core.policy.model import PolicyInput, Rule
 
 if TYPE_CHECKING:
@@ -82,6 +84,7 @@ class CompiledRule:
     resources: tuple[str, ...] | None = None
     groups: frozenset[str] = frozenset()
     condition: Condition | None = None
+    http: HttpMatch | None = None  # match.hosts/paths/methods; None = any (or no) request
 
 
 class _Matcher:
@@ -91,6 +94,7 @@ class _Matcher:
         "any_resource",
         "condition",
         "groups",
+        "http",
         "position",
         "resource_exact",
         "resource_glob",
@@ -102,6 +106,7 @@ class _Matcher:
         self.rule = compiled.rule
         self.groups = compiled.groups
         self.condition = compiled.condition
+        self.http = compiled.http
         resources = compiled.resources
         self.any_resource = resources is None
         patterns = resources or ()
@@ -245,6 +250,8 @@ class PolicyEngine:
             if not matcher.any_resource and not matcher.matches_resource(resource):
                 continue
             if matcher.groups and matcher.groups.isdisjoint(groups):
+                continue
+            if matcher.http is not None and not matcher.http.matches(inp.http):
                 continue
             condition = matcher.condition
             if condition is not None:

@@ -15,6 +15,9 @@ Schema (version 1)::
           actions: ["payments.transfer"]  # required, non-empty: exact names or globs
           resources: ["accounts/*"]       # optional, non-empty; absent = any resource
           groups: ["staff"]               # optional, non-empty; subject in ANY of them
+          hosts: ["admin.example.com", "*.example.com"]  # optional: forward-auth only
+          paths: ["/admin/**", "^/api/v[0-9]+/admin(/.*)?$"]  # optional: forward-auth only
+          methods: ["POST", "DELETE"]     # optional: forward-auth only
         when: "context.amount > 100"      # optional CEL over request, context, subject,
                                           #   session, risk; must return a bool
         # exactly one outcome:
@@ -35,6 +38,12 @@ Schema (version 1)::
       id: default                   # optional, default "default"
       deny: true                    # or allow: true, or step_up: {...}
       # description, summary, reason as for rules; no match, no when
+
+A rule with ``hosts``, ``paths`` or ``methods`` (see :mod:`stepguard.core.policy.http`)
+applies to forward-auth checks only: its actions default to ``["http.*"]`` and must all start
+with ``http.``. A forward-auth check carries no transaction, so a step-up rule that can apply
+to one (HTTP matchers, or an action pattern whose literal prefix starts with ``http.``) may
+not ask for ``bind: true`` or ``max_age: 0``.
 
 Globs in ``actions`` and ``resources`` use ``*`` (any characters, dots included) and ``?``
 (one character) only; everything else is literal. Booleans must be YAML booleans and
@@ -68,7 +77,8 @@ from stepguard.core.policy._schema import (
     string_list,
 )
 from stepguard.core.policy.cel import compile_condition
-from stepguard.core.policy.engine import CompiledRule, PolicyEngine
+from stepguard.core.policy.engine import CompiledRule, PolicyEngine, is_glob
+from stepguard.core.policy.http import HttpMatch, host_problem, method_problem, path_problem
 from stepguard.core.policy.model import CompiledPolicy, Outcome, Rule
 from stepguard.core.policy.summary import check_template
 
@@ -86,7 +96,11 @@ _OUTCOME_FIELDS: Final = ("allow", "deny", "step_up")
 _TEXT_FIELDS: Final = ("description", "summary", "reason")
 _RULE_FIELDS: Final = ("id", "match", "when", *_OUTCOME_FIELDS, *_TEXT_FIELDS)
 _DEFAULT_FIELDS: Final = ("id", *_OUTCOME_FIELDS, *_TEXT_FIELDS)
-_MATCH_FIELDS: Final = ("actions", "resources", "groups")
+_HTTP_FIELDS: Final = ("hosts", "paths", "methods")
+_MATCH_FIELDS: Final = ("actions", "resources", "groups", *_HTTP_FIELDS)
+HTTP_ACTION_PREFIX: Final = "http."
+"""Forward-auth actions (``http.request`` and those a proxy names) all start with this."""
+_HTTP_DEFAULT_ACTIONS: Final = ("http.*",)
 _STEP_UP_FIELDS: Final = ("acr", "max_age", "methods", "bind")
 
 
@@ -228,9 +242,24 @@ def _compile_rule(source: str, index: int, value: Any, seen_ids: set[str]) -> Co
         where.fail("every rule needs a match with actions", "match")
     match = mapping(where, spec["match"], "match", "match")
     known_fields(where, match, _MATCH_FIELDS, "match.")
-    if "actions" not in match:
-        where.fail("match needs actions (exact names or globs)", "match.actions")
-    actions = string_list(where, match["actions"], "match.actions", no_spaces=True)
+    http = _http_match(where, match)
+    if "actions" in match:
+        actions = string_list(where, match["actions"], "match.actions", no_spaces=True)
+    elif http is not None:
+        actions = _HTTP_DEFAULT_ACTIONS
+    else:
+        where.fail(
+            "match needs actions (exact names or globs), or hosts/paths/methods",
+            "match.actions",
+        )
+    if http is not None:
+        for i, action in enumerate(actions):
+            if not action.startswith(HTTP_ACTION_PREFIX):
+                where.fail(
+                    f"{action!r}: a rule that matches hosts, paths or methods applies to "
+                    f"forward-auth checks only, whose actions start with {HTTP_ACTION_PREFIX!r}",
+                    f"match.actions[{i}]",
+                )
     resources = (
         string_list(where, match["resources"], "match.resources", no_spaces=False)
         if "resources" in match
@@ -245,13 +274,61 @@ def _compile_rule(source: str, index: int, value: Any, seen_ids: set[str]) -> Co
     if "when" in spec:
         expression = string(where, spec["when"], "when")
         condition = compile_condition(expression, source=source, rule=rule_id, field="when")
+    rule = _outcome_rule(where, spec, rule_id)
+    if http is not None or any(_may_be_http(action) for action in actions):
+        _no_transaction(where, rule)
     return CompiledRule(
-        rule=_outcome_rule(where, spec, rule_id),
+        rule=rule,
         actions=actions,
         resources=resources,
         groups=groups,
         condition=condition,
+        http=http,
     )
+
+
+def _may_be_http(pattern: str) -> bool:
+    """Whether an action pattern names forward-auth actions (by its literal prefix)."""
+    if not is_glob(pattern):
+        return pattern.startswith(HTTP_ACTION_PREFIX)
+    prefix = pattern[: min(i for i, c in enumerate(pattern) if c in "*?")]
+    return len(prefix) >= len(HTTP_ACTION_PREFIX) and prefix.startswith(HTTP_ACTION_PREFIX)
+
+
+def _no_transaction(where: Where, rule: Rule) -> None:
+    requirement = rule.requirement
+    if requirement is None:
+        return
+    if requirement.bind:
+        field = "step_up.bind"
+    elif requirement.max_age == 0:
+        field = "step_up.max_age"
+    else:
+        return
+    where.fail(
+        "a forward-auth check carries no transaction, so a proof bound to one (bind: true or "
+        "max_age: 0) can never be presented; use a freshness window (max_age: 60 or more) "
+        "for HTTP rules",
+        field,
+    )
+
+
+def _http_match(where: Where, match: dict[Any, Any]) -> HttpMatch | None:
+    if not any(name in match for name in _HTTP_FIELDS):
+        return None
+    lists: dict[str, tuple[str, ...] | None] = {}
+    checks = {"hosts": host_problem, "paths": path_problem, "methods": method_problem}
+    for name in _HTTP_FIELDS:
+        if name not in match:
+            lists[name] = None
+            continue
+        items = string_list(where, match[name], f"match.{name}", no_spaces=True)
+        for i, item in enumerate(items):
+            problem = checks[name](item)
+            if problem is not None:
+                where.fail(problem, f"match.{name}[{i}]")
+        lists[name] = items
+    return HttpMatch.build(hosts=lists["hosts"], paths=lists["paths"], methods=lists["methods"])
 
 
 def _compile_default(source: str, value: Any, seen_ids: set[str]) -> Rule:

@@ -33,6 +33,31 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HttpRequest:
+    """The original HTTP request behind a forward-auth check, as a proxy reported it.
+
+    Built only by :mod:`stepguard.core.forward_auth` (strict parsing). ``host`` is the
+    lowercased host name without port (an IPv6 literal keeps its brackets); ``path`` is
+    percent-decoded once and free of dot segments, empty segments, ``;`` and ``\\``;
+    ``uri`` is the path and query exactly as received (for ``return_to``).
+    """
+
+    method: str  # uppercase token
+    scheme: str  # "http" or "https"
+    host: str
+    port: int | None
+    path: str
+    query: str
+    uri: str
+
+    @property
+    def url(self) -> str:
+        """The original URL (scheme, authority as received, path and query)."""
+        authority = self.host if self.port is None else f"{self.host}:{self.port}"
+        return f"{self.scheme}://{authority}{self.uri}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PolicyInput:
     """Everything a rule may look at. The mappings are what CEL sees under these names."""
 
@@ -44,6 +69,8 @@ class PolicyInput:
     context: Mapping[str, Any] = field(default_factory=dict)
     request: Mapping[str, Any] = field(default_factory=dict)
     risk: Mapping[str, Any] = field(default_factory=dict)
+    # Set for forward-auth requests only: what ``match.hosts/paths/methods`` look at.
+    http: HttpRequest | None = None
 
 
 class CompiledPolicy(Protocol):
