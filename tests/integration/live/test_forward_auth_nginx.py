@@ -45,7 +45,7 @@ rules:
     match: {paths: ["/blocked", "/blocked/**"]}
     deny: true
   - id: app
-    match: {hosts: ["127.0.0.1"]}
+    match: {hosts: ["localhost"]}
     allow: true
   - id: manage-factors
     match: {actions: ["stepguard.factors.manage"]}
@@ -66,7 +66,7 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("forward-auth-nginx")
     nginx_port = free_port()
-    url = f"http://127.0.0.1:{nginx_port}"
+    url = f"http://localhost:{nginx_port}"  # WebAuthn refuses IP hosts
     settings = {
         "public_url": url,
         "return_to_origins": json.dumps([url]),
@@ -230,7 +230,7 @@ def test_a_step_up_on_the_page_lets_the_original_request_through(stack: Stack) -
         assert opened.status_code == 303, opened.text
         prompt = b.get(opened.headers["location"])
         assert prompt.status_code == 200, prompt.text
-        assert "GET 127.0.0.1/admin/panel" in prompt.text
+        assert "GET localhost/admin/panel" in prompt.text
         csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', prompt.text)
         assert csrf is not None
         step = max(safe_totp_step(SPEC), user.step)
@@ -283,7 +283,7 @@ def test_stepguard_down_means_500_never_the_upstream(tmp_path: Path) -> None:
         )
         with running_nginx(tmp_path, snippet, port=nginx_port):
             response = httpx.get(
-                f"http://127.0.0.1:{nginx_port}/reports", headers={"Remote-User": "mallory"}
+                f"http://localhost:{nginx_port}/reports", headers={"Remote-User": "mallory"}
             )
             served = httpx.get(f"http://127.0.0.1:{upstream_port}/__count").json()["served"]
     assert response.status_code in (500, 502)
