@@ -47,7 +47,15 @@ async def _harness(database_url: str, **settings: object) -> Harness:
     harness, _ = await start_harness(
         database_url,
         policy=POLICY,
-        settings_overrides={"public_url": PUBLIC, "return_to_origins": [APP], **settings},
+        settings_overrides={
+            "public_url": PUBLIC,
+            "return_to_origins": [APP],
+            # Plain http on a non-local host: WebAuthn needs https there, so name an origin
+            # it accepts (these tests never run a ceremony).
+            "webauthn_rp_id": "stepguard.test",
+            "webauthn_origins": ["https://stepguard.test"],
+            **settings,
+        },
     )
     return harness
 
