@@ -170,3 +170,12 @@ class DeliveryRateLimitedError(StepGuardError):
 
     code = "delivery_rate_limited"
     default_message = "Too many codes were sent recently. Try again later or use another factor."
+
+
+class PushRateLimitedError(StepGuardError):
+    """Push approval is not available for the subject now: too many outstanding or recent
+    pushes, or push is paused after unanswered or denied ones. One answer for every cause;
+    the cause goes to the audit log. The user may pick another factor."""
+
+    code = "push_rate_limited"
+    default_message = "Push approval is not available right now. Use another factor."

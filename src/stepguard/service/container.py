@@ -14,6 +14,7 @@ from stepguard.service.deps import Deps
 from stepguard.service.factors import FactorService
 from stepguard.service.notifications import NotificationService
 from stepguard.service.pages import PageService
+from stepguard.service.push import PushService
 from stepguard.service.risk_alerts import RiskAlertService
 from stepguard.service.sessions import SessionService
 from stepguard.service.subjects import SubjectService
@@ -37,6 +38,7 @@ class Services:
     pages: PageService
     delivery: DeliveryService
     notifications: NotificationService
+    push: PushService
 
     @classmethod
     def build(
@@ -68,4 +70,5 @@ class Services:
             ),
             delivery=DeliveryService(deps),
             notifications=notifications,
+            push=PushService(deps, verification=verification),
         )
