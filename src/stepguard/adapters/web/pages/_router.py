@@ -282,6 +282,7 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
             error=error,
             locked_minutes=locked_minutes,
             chosen=chosen or ("recovery" if recovery and not totp else "totp"),
+            factors=view.factors,
         )
 
     @router.get("/challenge/{challenge_id}", response_class=HTMLResponse)
