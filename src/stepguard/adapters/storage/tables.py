@@ -499,7 +499,7 @@ push_devices = Table(
     Column("paired_at", UtcDateTime, nullable=True),
     Column("public_key", LargeBinary, nullable=True),
     Column("device_token_hash", Text, nullable=True, unique=True),
-    Column("subscription_enc", LargeBinary, nullable=True),
+    Column("subscription_enc", Text, nullable=True),  # Fernet token (SecretBox)
     Column("user_agent", Text, nullable=False),
 )
 

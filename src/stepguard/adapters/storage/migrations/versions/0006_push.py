@@ -41,7 +41,7 @@ def upgrade() -> None:
         sa.Column("paired_at", UtcDateTime(), nullable=True),
         sa.Column("public_key", sa.LargeBinary(), nullable=True),
         sa.Column("device_token_hash", sa.Text(), nullable=True),
-        sa.Column("subscription_enc", sa.LargeBinary(), nullable=True),
+        sa.Column("subscription_enc", sa.Text(), nullable=True),
         sa.Column("user_agent", sa.Text(), nullable=False),
         _cascade_fk("factor_id", "factors.id", "push_devices"),
         _cascade_fk("subject_id", "subjects.id", "push_devices"),
