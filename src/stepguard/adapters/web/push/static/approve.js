@@ -94,12 +94,24 @@ function button(text, className, onClick) {
 }
 
 function render(device, requests) {
+  // Cards already shown stay as they are (a number being typed is kept); an answered card
+  // keeps its result until a new request arrives; a card whose request closed elsewhere
+  // (expired, replaced, answered on another device) goes.
   const list = document.getElementById("requests");
   const empty = document.getElementById("approve-empty");
-  list.replaceChildren();
+  const open = new Set(requests.map((r) => r.push_id));
+  const shown = new Set();
+  for (const card of [...list.children]) {
+    if (!open.has(card.dataset.push) && !card.dataset.outcome) card.remove();
+    else shown.add(card.dataset.push);
+  }
+  const fresh = requests.filter((r) => !shown.has(r.push_id));
+  if (fresh.length) {
+    for (const card of [...list.children]) if (card.dataset.outcome) card.remove();
+  }
   empty.hidden = requests.length > 0;
   setState(requests.length ? "Someone asked to approve:" : "This device is paired.");
-  for (const request of requests) {
+  for (const request of fresh) {
     const card = document.createElement("section");
     card.className = "push-request";
     card.dataset.push = request.push_id;
