@@ -151,7 +151,7 @@ async def push(database_url: str, tmp_path: Path) -> AsyncIterator[Push]:
 
 
 def wrong(request: dict[str, Any], number: int) -> int:
-    return next(c for c in request["choices"] if c != number)
+    return int(next(c for c in request["choices"] if c != number))
 
 
 # --- pairing ----------------------------------------------------------------------------------
@@ -214,7 +214,8 @@ async def test_the_right_number_satisfies_the_challenge_and_issues_the_grant(pus
     [request] = await device.pending()
     assert request["push_id"] == started["push_id"]
     assert request["summary"] == "Transfer EUR 2500 to ACME GmbH"
-    assert started["number"] in request["choices"] and len(set(request["choices"])) == 3
+    assert started["number"] in request["choices"]
+    assert len(set(request["choices"])) == 3
     assert "number" not in request  # the device must be told it by the person
 
     response = await device.answer(request, started["number"])
@@ -243,7 +244,8 @@ async def test_a_wrong_number_fails_counts_as_a_guess_and_closes_the_push(push: 
     factors = (await push.api.client.get("/v1/subjects/alice/factors")).json()["factors"]
     async with push.api.runtime.store.read() as uow:
         factor = await uow.factors.get("alice", factors[0]["id"])
-    assert factor is not None and factor.failed_attempts == 1
+    assert factor is not None
+    assert factor.failed_attempts == 1
     # The right number now is too late for this push: one terminal answer.
     again = await device.answer(request, started["number"])
     assert again.status_code == 403

@@ -9,7 +9,6 @@ import base64
 import json
 import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import http_ece
@@ -162,5 +161,3 @@ async def test_a_failing_push_service_is_audited_and_the_push_still_stands(
     await api.runtime.services.push.drain()
     [failed] = await api.audit(type="push.web_push_failed")
     assert failed["details"]["reason"] == "http 410"
-
-

@@ -82,8 +82,10 @@ def test_the_approver_pwa_is_served_with_its_content_types_and_csp(server: LiveS
         page = client.get("/approve")
         assert page.status_code == 200
         csp = page.headers["content-security-policy"]
-        assert "manifest-src 'self'" in csp and "worker-src 'self'" in csp
-        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+        assert "manifest-src 'self'" in csp
+        assert "worker-src 'self'" in csp
+        assert "script-src 'self'" in csp
+        assert "unsafe-inline" not in csp
         manifest = client.get("/approve/manifest.webmanifest")
         assert manifest.headers["content-type"].startswith("application/manifest+json")
         assert manifest.json()["start_url"] == "/approve"
@@ -113,7 +115,8 @@ def test_a_wrong_number_fails_and_the_right_one_satisfies_the_challenge(
         factors = ok(api.get(f"/v1/subjects/{subject}/factors"))["factors"]
         assert [(f["type"], f["status"]) for f in factors] == [("push", "active")]
         device_cookie = next(c for c in phone_context.cookies() if c["name"] == "stepguard_device")
-        assert device_cookie["httpOnly"] and device_cookie["sameSite"] == "Strict"
+        assert device_cookie["httpOnly"]
+        assert device_cookie["sameSite"] == "Strict"
         worker_scopes = phone.evaluate(
             "navigator.serviceWorker.ready.then(r => r.scope)"
         )  # the PWA's service worker is installed for /approve
@@ -145,7 +148,8 @@ def test_a_wrong_number_fails_and_the_right_one_satisfies_the_challenge(
         expect(card.locator(".summary")).to_have_text("Transfer EUR 2500 to ACME GmbH")
         expect(card.locator(".push-origin")).to_contain_text("HeadlessChrome")
         choices = [int(t) for t in card.locator(".push-choices button").all_inner_texts()]
-        assert len(choices) == 3 and first in choices
+        assert len(choices) == 3
+        assert first in choices
         screenshot(phone, "push-approver-request")
         wrong = next(c for c in choices if c != first)
         card.get_by_role("button", name=str(wrong), exact=True).click()
@@ -154,9 +158,7 @@ def test_a_wrong_number_fails_and_the_right_one_satisfies_the_challenge(
         )
         # The requesting page learns it by polling and says so.
         expect(desk.get_by_role("heading", name="Not approved")).to_be_visible()
-        expect(desk.locator(".lead")).to_have_text(
-            "A different number was picked on your device."
-        )
+        expect(desk.locator(".lead")).to_have_text("A different number was picked on your device.")
         assert ok(api.get(f"/v1/challenges/{challenge['id']}"))["status"] == "pending"
 
         desk.get_by_role("link", name="Try again").click()
