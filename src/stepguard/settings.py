@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     push_window_seconds: PositiveSeconds = 900
     push_pause_after: int = Field(default=3, ge=1)
     push_pause_seconds: PositiveSeconds = 1800
-    # Web Push: off without a VAPID private key (`stepguard push vapid-key` makes one).
+    # Web Push: off without a VAPID private key (PEM, or base64url; py-vapid's `vapid --gen`).
     webpush_vapid_private_key: SecretStr | None = None
     webpush_vapid_subject: str = "mailto:security@localhost"
     # The push services a subscription may point at (a host or parent domain; HTTPS only,

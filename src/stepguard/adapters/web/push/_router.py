@@ -242,7 +242,9 @@ def push_router(
             note=note,
         )
 
-    @router.post("/challenge/{challenge_id}/push", response_class=HTMLResponse)
+    @router.post(
+        "/challenge/{challenge_id}/push", include_in_schema=False, response_class=HTMLResponse
+    )
     async def page_start(request: Request, challenge_id: PageId) -> Response:
         browser = await browser_for(request)
         if browser is None:
@@ -273,7 +275,7 @@ def push_router(
             back,
         )
 
-    @router.get("/challenge/{challenge_id}/push/{push_id}")
+    @router.get("/challenge/{challenge_id}/push/{push_id}", include_in_schema=False)
     async def page_state(request: Request, challenge_id: PageId, push_id: PageId) -> Response:
         browser = await browser_for(request)
         if browser is None:
@@ -285,7 +287,11 @@ def push_router(
             return JSONResponse({"status": "unknown"}, status_code=404, headers=headers())
         return JSONResponse({"status": state.status}, headers=headers())
 
-    @router.post("/challenge/{challenge_id}/push/{push_id}/finish", response_class=HTMLResponse)
+    @router.post(
+        "/challenge/{challenge_id}/push/{push_id}/finish",
+        include_in_schema=False,
+        response_class=HTMLResponse,
+    )
     async def page_finish(request: Request, challenge_id: PageId, push_id: PageId) -> Response:
         browser = await browser_for(request)
         if browser is None:
@@ -345,7 +351,9 @@ def push_router(
 
     # --- the requesting page: email and SMS codes -----------------------------------------
 
-    @router.post("/challenge/{challenge_id}/send", response_class=HTMLResponse)
+    @router.post(
+        "/challenge/{challenge_id}/send", include_in_schema=False, response_class=HTMLResponse
+    )
     async def page_send(request: Request, challenge_id: PageId) -> Response:
         browser = await browser_for(request)
         if browser is None:
@@ -395,7 +403,7 @@ def push_router(
 
     # --- the account page: add an approver device -----------------------------------------
 
-    @router.post("/account/factors/push", response_class=HTMLResponse)
+    @router.post("/account/factors/push", include_in_schema=False, response_class=HTMLResponse)
     async def add_device(request: Request) -> Response:
         import segno
 
@@ -442,14 +450,14 @@ def push_router(
     def approve_headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         return {"Content-Security-Policy": approve_csp, **SECURITY_HEADERS, **(extra or {})}
 
-    @router.get("/approve", response_class=HTMLResponse)
+    @router.get("/approve", include_in_schema=False, response_class=HTMLResponse)
     async def approve_page() -> Response:
         html = _templates.get_template("approve.html").render(
             vapid=services.deps.push.sender.public_key if services.deps.push.sender else ""
         )
         return HTMLResponse(html, headers=approve_headers())
 
-    @router.get("/approve/{name}")
+    @router.get("/approve/{name}", include_in_schema=False)
     async def approve_file(name: str) -> Response:
         media = APPROVE_FILES.get(name)
         if media is None:
@@ -459,7 +467,7 @@ def push_router(
             extra["Service-Worker-Allowed"] = "/approve"
         return Response(files[name], media_type=media, headers=extra)
 
-    @router.get("/static/push/{name}")
+    @router.get("/static/push/{name}", include_in_schema=False)
     async def static_file(name: str) -> Response:
         media = STATIC.get(name)
         if media is None:
@@ -480,7 +488,7 @@ def push_router(
             headers=approve_headers(),
         )
 
-    @router.post("/approve/api/pair", response_model=PairOut)
+    @router.post("/approve/api/pair", include_in_schema=False, response_model=PairOut)
     async def pair(request: Request, body: PairIn) -> Response:
         paired = await push.pair(
             body.pairing,
@@ -504,7 +512,7 @@ def push_router(
         )
         return response
 
-    @router.get("/approve/api/pending", response_model=PendingOut)
+    @router.get("/approve/api/pending", include_in_schema=False, response_model=PendingOut)
     async def pending(request: Request) -> Response:
         device = await device_of(request)
         if device is None:
@@ -513,7 +521,7 @@ def push_router(
         out = PendingOut(factor_id=device.factor_id, requests=[p.as_json() for p in prompts])
         return JSONResponse(out.model_dump(), headers=approve_headers())
 
-    @router.get("/approve/api/events")
+    @router.get("/approve/api/events", include_in_schema=False)
     async def events(request: Request) -> Response:
         device = await device_of(request)
         if device is None:
@@ -538,7 +546,7 @@ def push_router(
 
         return EventSourceResponse(stream(), ping=15, headers=approve_headers())
 
-    @router.post("/approve/api/answer", response_model=AnswerOut)
+    @router.post("/approve/api/answer", include_in_schema=False, response_model=AnswerOut)
     async def answer(body: AnswerIn) -> Response:
         answered = await push.answer(
             body.push_id,
@@ -552,7 +560,7 @@ def push_router(
         )
         return JSONResponse(out.model_dump(), headers=approve_headers())
 
-    @router.post("/approve/api/subscription", status_code=204)
+    @router.post("/approve/api/subscription", include_in_schema=False, status_code=204)
     async def subscription(request: Request, body: SubscriptionIn) -> Response:
         device = await device_of(request)
         if device is None or not _same_origin(request, config.public_origin):
