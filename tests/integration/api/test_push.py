@@ -9,6 +9,7 @@ what ``approve.js`` signs with WebCrypto); each device has its own HTTP client a
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -395,3 +396,55 @@ async def test_unanswered_and_denied_pushes_pause_push_and_tell_the_subject(push
     push.api.clock.advance(2)
     # The pause is over and the count restarts from its end.
     assert (await push.start(await push.challenge())).status_code == 201
+
+
+# --- the account page ----------------------------------------------------------------------
+
+
+async def account_page(push: Push, b: httpx.AsyncClient) -> str:
+    """Open the account page in ``b`` through the page-link API; returns its CSRF token."""
+    session_id = await push.api.open_session()
+    response = await push.api.client.post(
+        f"/v1/sessions/{session_id}/page-links", json={"page": "account"}
+    )
+    assert response.status_code == 201, response.text
+    url = response.json()["url"]
+    opened = await b.get(url[len("http://127.0.0.1:8000") :])
+    assert opened.status_code == 303
+    page = await b.get("/account/factors")
+    assert "Add an approver device" in page.text
+    match = re.search(r'name="csrf" value="([0-9a-f]{64})"', page.text)
+    assert match is not None
+    return match.group(1)
+
+
+async def test_the_account_page_shows_a_pairing_link_that_pairs_a_device(push: Push) -> None:
+    transport = push.api.client._transport
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as b:
+        csrf = await account_page(push, b)
+        page = await b.post("/account/factors/push", data={"csrf": csrf, "label": "Phone"})
+        assert page.status_code == 200, page.text
+        assert 'src="data:image/svg+xml' in page.text
+        match = re.search(r'href="(http://127\.0\.0\.1:8000/approve#pair=[^"]+)"', page.text)
+        assert match is not None, page.text
+        forged = await b.post("/account/factors/push", data={"csrf": "0" * 64})
+        assert forged.status_code == 403
+    async with httpx.AsyncClient(transport=transport, base_url="http://stepguard.test") as phone:
+        device = SoftwareApprover()
+        body = device.pair_body(pairing_token(match.group(1)))
+        assert (await phone.post("/approve/api/pair", json=body)).status_code == 200
+    factors = (await push.api.client.get("/v1/subjects/alice/factors")).json()["factors"]
+    assert [(f["type"], f["label"], f["status"]) for f in factors] == [("push", "Phone", "active")]
+
+
+async def test_adding_a_second_device_on_the_account_page_needs_a_step_up(push: Push) -> None:
+    await push.pair()
+    transport = push.api.client._transport
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as b:
+        csrf = await account_page(push, b)
+        refused = await b.post("/account/factors/push", data={"csrf": csrf})
+        assert refused.status_code == 303
+        assert refused.headers["location"].startswith("/challenge/chl_")
+        assert refused.headers["location"].endswith("?return_to=%2Faccount%2Ffactors")
+        page = await b.get(refused.headers["location"])
+        assert "Approve on your device" in page.text
