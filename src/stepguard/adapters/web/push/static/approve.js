@@ -131,6 +131,9 @@ function render(device, requests) {
     const choices = document.createElement("div");
     choices.className = "push-choices";
     const answer = async (kind, number) => {
+      // Marked at once: the stream may report the request closed before this answer's
+      // response arrives, and the card must stay to show the result.
+      card.dataset.outcome = "sent";
       for (const b of card.querySelectorAll("button, input")) b.disabled = true;
       try {
         const signature = await sign(device.privateKey, {
