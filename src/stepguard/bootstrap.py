@@ -48,6 +48,7 @@ from stepguard.service.container import Services
 from stepguard.service.deps import Deps, PolicyHolder, ServiceConfig
 from stepguard.service.outbound import DeliveryConfig, Outbound, SendLimit
 from stepguard.service.ports import Clock, EmailSender, RiskAssessor, SmsSender
+from stepguard.service.push_ports import PushConfig, PushPorts
 from stepguard.service.risk import EngineSettings, StaticRiskAssessor
 from stepguard.settings import Settings
 
@@ -346,6 +347,39 @@ def outbound(settings: Settings) -> Outbound:
     )
 
 
+def push_ports(settings: Settings) -> PushPorts:
+    """Push approval's configuration, its Web Push sender (when a VAPID key is configured)
+    and the origin describer (the risk engine's geo and user-agent sources)."""
+    from stepguard.adapters.push import RiskOriginDescriber, VapidWebPushSender
+    from stepguard.adapters.risk.geo import geo_locator
+    from stepguard.adapters.risk.useragent import UaParser
+
+    try:
+        config = PushConfig(
+            public_url=settings.public_url or f"http://127.0.0.1:{settings.port}",
+            request_ttl=timedelta(seconds=settings.push_request_ttl_seconds),
+            pairing_ttl=timedelta(seconds=settings.push_pairing_ttl_seconds),
+            max_outstanding=settings.push_max_outstanding,
+            max_per_window=settings.push_max_per_window,
+            window=timedelta(seconds=settings.push_window_seconds),
+            pause_after=settings.push_pause_after,
+            pause=timedelta(seconds=settings.push_pause_seconds),
+            send_timeout_seconds=settings.webpush_timeout_seconds + 1,
+        )
+        sender = None
+        if settings.webpush_vapid_private_key is not None:
+            sender = VapidWebPushSender(
+                private_key=Secret(settings.webpush_vapid_private_key.get_secret_value()),
+                subject=settings.webpush_vapid_subject,
+                endpoint_hosts=settings.webpush_endpoint_hosts,
+                timeout_seconds=settings.webpush_timeout_seconds,
+            )
+    except ValueError as error:
+        raise ConfigurationError(f"push: {error}") from None
+    origins = RiskOriginDescriber(geo=geo_locator(settings.risk_geo_databases), agents=UaParser())
+    return PushPorts(config=config, sender=sender, origins=origins)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Runtime:
     settings: Settings
@@ -375,6 +409,7 @@ def build_runtime(
         config=service_config(settings),
         observer=observer,
         outbound=outbound(settings),
+        push=push_ports(settings),
     )
     services = Services.build(
         deps,
@@ -398,6 +433,7 @@ def app_for(runtime: Runtime) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        await runtime.services.push.drain()
         await runtime.services.notifications.drain()
         await runtime.store.close()
 

@@ -130,6 +130,30 @@ class Settings(BaseSettings):
     delivery_global_sms_per_hour: int = Field(default=200, ge=1)
     notice_limit_per_hour: int = Field(default=3, ge=1)
 
+    # Push approval with number matching (docs/push.md).
+    push_request_ttl_seconds: int = Field(default=120, ge=30, le=600)
+    push_pairing_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    push_max_outstanding: int = Field(default=2, ge=1, le=20)
+    push_max_per_window: int = Field(default=10, ge=1)
+    push_window_seconds: PositiveSeconds = 900
+    push_pause_after: int = Field(default=3, ge=1)
+    push_pause_seconds: PositiveSeconds = 1800
+    # Web Push: off without a VAPID private key (PEM, or base64url; py-vapid's `vapid --gen`).
+    webpush_vapid_private_key: SecretStr | None = None
+    webpush_vapid_subject: str = "mailto:security@localhost"
+    # The push services a subscription may point at (a host or parent domain; HTTPS only,
+    # except a loopback host listed here).
+    webpush_endpoint_hosts: list[str] = Field(
+        default_factory=lambda: [
+            "fcm.googleapis.com",
+            "updates.push.services.mozilla.com",
+            "push.services.mozilla.com",
+            "notify.windows.com",
+            "push.apple.com",
+        ]
+    )
+    webpush_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+
     @classmethod
     def settings_customise_sources(
         cls,

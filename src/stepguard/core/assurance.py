@@ -81,6 +81,7 @@ class FactorType(StrEnum):
     WEBAUTHN = "webauthn"
     EMAIL_OTP = "email_otp"
     SMS_OTP = "sms_otp"
+    PUSH = "push"
 
 
 _AMR_KIND: dict[AuthMethod, FactorKind] = {
@@ -131,6 +132,11 @@ _STEP_UP_PROFILES: dict[FactorType, tuple[tuple[AuthMethod, ...], FactorKind]] =
     # Email has no RFC 8176 value: ``otp``, and ``summarize`` adds EMAIL_AMR (see below).
     FactorType.EMAIL_OTP: ((AuthMethod.OTP,), FactorKind.POSSESSION),
     FactorType.SMS_OTP: ((AuthMethod.SMS,), FactorKind.POSSESSION),
+    # Push approval with number matching: a signature by a software key (WebCrypto, not
+    # exportable) on a paired device, after a person picked the number (RFC 8176 ``user``).
+    # A possession factor: ``aal2`` with a primary of another kind, never phishing-resistant
+    # (the approver cannot see which origin asked). docs/push.md.
+    FactorType.PUSH: ((AuthMethod.SWK, AuthMethod.USER), FactorKind.POSSESSION),
 }
 
 

@@ -178,3 +178,12 @@ class ForwardedRequestError(InvalidRequestError):
 
     code = "forwarded_request_invalid"
     default_message = "The forwarded request is invalid."
+
+
+class PushRateLimitedError(StepGuardError):
+    """Push approval is not available for the subject now: too many outstanding or recent
+    pushes, or push is paused after unanswered or denied ones. One answer for every cause;
+    the cause goes to the audit log. The user may pick another factor."""
+
+    code = "push_rate_limited"
+    default_message = "Push approval is not available right now. Use another factor."

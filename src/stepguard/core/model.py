@@ -222,3 +222,51 @@ class WebAuthnCeremony:
     user_handle: bytes | None = None
     resident_key: str | None = None
     used_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushDevice:
+    """The approver device of one push factor (``factor_id``).
+
+    Before pairing it holds only the hash of the one-time pairing token; pairing stores the
+    device's P-256 public key (uncompressed SEC1) and the hash of the device's cookie (which
+    lets the approver page list its pending requests; answers are signed). ``subscription``
+    is the Web Push subscription JSON (endpoint and keys), encrypted at rest.
+    """
+
+    factor_id: str
+    subject_id: str
+    created_at: datetime
+    pairing_hash: str | None = None
+    pairing_expires_at: datetime | None = None
+    paired_at: datetime | None = None
+    public_key: bytes | None = None
+    device_token_hash: str | None = None
+    subscription: Secret[str] | None = None
+    user_agent: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushRequest:
+    """One push for one challenge: the number to match and where the request came from.
+
+    ``status`` is a ``PushStatus`` value; only one terminal answer is ever stored."""
+
+    id: str
+    challenge_id: str
+    subject_id: str
+    number: int
+    choices: tuple[int, ...]
+    status: str
+    created_at: datetime
+    expires_at: datetime
+    answered_at: datetime | None = None
+    answered_by: str | None = None  # factor id
+    origin_location: str = ""
+    origin_browser: str = ""
+    finished_at: datetime | None = None
+
+    def effective_status(self, now: datetime) -> str:
+        if self.status == "pending" and now >= self.expires_at:
+            return "expired"
+        return self.status

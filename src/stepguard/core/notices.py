@@ -17,6 +17,7 @@ class NoticeType(StrEnum):
     RECOVERY_CODES_REGENERATED = "recovery_codes_regenerated"
     LOCKOUT_REACHED = "lockout_reached"
     NEW_DEVICE_STEP_UP = "new_device_step_up"
+    PUSH_PAUSED = "push_paused"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,6 +15,7 @@ from stepguard.service.factors import FactorService
 from stepguard.service.forward_auth import ForwardAuthService
 from stepguard.service.notifications import NotificationService
 from stepguard.service.pages import PageService
+from stepguard.service.push import PushService
 from stepguard.service.risk_alerts import RiskAlertService
 from stepguard.service.sessions import SessionService
 from stepguard.service.subjects import SubjectService
@@ -39,6 +40,7 @@ class Services:
     delivery: DeliveryService
     notifications: NotificationService
     forward_auth: ForwardAuthService
+    push: PushService
 
     @classmethod
     def build(
@@ -74,4 +76,5 @@ class Services:
             forward_auth=ForwardAuthService(
                 deps, decisions=decisions, cache_seconds=forward_auth_cache_seconds
             ),
+            push=PushService(deps, verification=verification),
         )

@@ -12,6 +12,7 @@ from stepguard.core.policy.model import CompiledPolicy
 from stepguard.core.ports import Rng
 from stepguard.service.outbound import NullNotifier, Outbound
 from stepguard.service.ports import Clock, Notifier, RiskAssessor, Store
+from stepguard.service.push_ports import PushPorts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -68,3 +69,4 @@ class Deps:
     observer: Observer
     outbound: Outbound = field(default_factory=Outbound)
     notifier: Notifier = field(default_factory=NullNotifier)
+    push: PushPorts = field(default_factory=PushPorts)

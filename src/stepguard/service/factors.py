@@ -44,6 +44,7 @@ from stepguard.service.delivery import OOB_FACTOR_TYPES, DeliveryService, Pendin
 from stepguard.service.deps import Deps
 from stepguard.service.notifications import confirm_notices, enroll_notices
 from stepguard.service.ports import UnitOfWork
+from stepguard.service.push import begin_pairing
 from stepguard.service.webauthn import (
     WebAuthnRegistrationRequest,
     begin_registration,
@@ -66,6 +67,7 @@ class Enrollment:
     recovery_codes: tuple[Secret[str], ...] = ()
     webauthn_options: dict[str, Any] | None = None  # PublicKeyCredentialCreationOptions JSON
     sent: SentCode | None = None  # email/SMS: where the confirmation code went
+    pairing_url: Secret[str] | None = None  # push: the one-time link the device opens
 
 
 class FactorService:
@@ -257,6 +259,12 @@ class FactorService:
                     deps, uow, subject, factor, webauthn or WebAuthnRegistrationRequest(), now=now
                 )
                 enrollment = Enrollment(factor=factor, webauthn_options=options)
+            elif factor_type is FactorType.PUSH:
+                if totp is not None:
+                    raise InvalidRequestError("TOTP parameters apply to totp factors only")
+                await self._gate(uow, subject, session_id, proof_excludes=None, now=now)
+                factor, pairing_url = await begin_pairing(deps, uow, subject, label=label, now=now)
+                enrollment = Enrollment(factor=factor, pairing_url=pairing_url)
             elif factor_type in OOB_FACTOR_TYPES:
                 await self._gate(uow, subject, session_id, proof_excludes=None, now=now)
                 pending = await self._delivery.begin_enrollment(

@@ -39,6 +39,7 @@ from stepguard.core.notices import Notice, NoticeType
 from stepguard.core.pages import BrowserSession, PageToken
 from stepguard.core.risk import RiskAssessment
 from stepguard.core.secret import Secret
+from stepguard.service.push_ports import PushRepository
 from stepguard.service.risk_ports import RiskRepository
 
 
@@ -313,6 +314,7 @@ class UnitOfWork(Protocol):
     page_tokens: PageTokenRepository
     browser_sessions: BrowserSessionRepository
     deliveries: DeliveryRepository
+    push: PushRepository
 
 
 class Store(Protocol):
@@ -366,6 +368,16 @@ class RiskAssessor(Protocol):
 
     def failed(self, *, challenge: Challenge | None, now: datetime) -> None:
         """A failed verification guess (velocity). ``None``: nothing to attribute."""
+        ...
+
+    def denied_push(self, *, challenge: Challenge, now: datetime) -> None:
+        """The subject denied a push approval on their device (velocity). Never raises."""
+        ...
+
+    def new_device(self, *, challenge: Challenge) -> str | None:
+        """When the decision that opened ``challenge`` saw a device never seen for the
+        subject (the ``new_device`` signal), a short description of it; else ``None``.
+        Call before ``learn_step_up`` (which learns the device). Never raises."""
         ...
 
     def forget(self, subject_id: str) -> None:

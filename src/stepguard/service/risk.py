@@ -91,6 +91,12 @@ class StaticRiskAssessor:
     def failed(self, *, challenge: Challenge | None, now: datetime) -> None:
         pass
 
+    def denied_push(self, *, challenge: Challenge, now: datetime) -> None:
+        pass
+
+    def new_device(self, *, challenge: Challenge) -> str | None:
+        return None
+
     def forget(self, subject_id: str) -> None:
         pass
 
@@ -119,6 +125,7 @@ class _Request:
 
     features: LoginFeatures
     proxied: bool
+    new_device: bool = False
 
 
 class RiskEngine:
@@ -294,10 +301,7 @@ class RiskEngine:
             ip_subjects=self._sprayers.count(features.ip, at) if features.ip else 0,
         )
         proxied = bool(categories and categories & {"hosting", "anonymizer", "tor"})
-        self._requests[(session.id, action)] = _Request(features=features, proxied=proxied)
-        if len(self._requests) > 10_000:
-            self._requests.popitem(last=False)
-        return assess(
+        assessment = assess(
             RiskInputs(
                 features=features,
                 profile=profile,
@@ -309,6 +313,13 @@ class RiskEngine:
             ),
             self._s.config,
         )
+        new_device = assessment.signal_values().get("new_device") == 1.0
+        self._requests[(session.id, action)] = _Request(
+            features=features, proxied=proxied, new_device=new_device
+        )
+        if len(self._requests) > 10_000:
+            self._requests.popitem(last=False)
+        return assessment
 
     async def learn(
         self, *, session: Session, action: str, device_id: str | None, now: datetime
@@ -380,6 +391,20 @@ class RiskEngine:
             if seen.features.place.asn:
                 self._failures.add("a:" + seen.features.place.asn, at)
             self._sprayers.add(ip, challenge.subject_id, at)
+
+    def denied_push(self, *, challenge: Challenge, now: datetime) -> None:
+        """A push denied on the subject's device counts like a failed guess: someone is
+        asking for approvals the subject did not expect."""
+        self.failed(challenge=challenge, now=now)
+
+    def new_device(self, *, challenge: Challenge) -> str | None:
+        """The device of the decision that opened ``challenge``, when it was new."""
+        seen = self._requests.get((challenge.session_id, challenge.action))
+        if seen is None or not seen.new_device:
+            return None
+        agent = seen.features.agent
+        parts = [p for p in (agent.browser, agent.os) if p]
+        return " on ".join(parts) or "an unrecognised device"
 
     def forget(self, subject_id: str) -> None:
         """Drop the cached profile and alerts of a subject (after a local write)."""

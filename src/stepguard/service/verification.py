@@ -32,6 +32,7 @@ from stepguard.core.model import (
     Grant,
     Session,
 )
+from stepguard.core.notices import Notice, NoticeType
 from stepguard.service.attempts import RejectedAttemptError, attempt_locked_factor
 from stepguard.service.deps import Deps
 from stepguard.service.notifications import attempt_notices
@@ -100,6 +101,13 @@ class VerificationService:
             challenge_id, WebAuthnProof(credential=credential, factor_id=factor_id), actor=actor
         )
 
+    async def verify_push(
+        self, challenge_id: str, *, proof: Proof, actor: str | None
+    ) -> VerifiedStepUp:
+        """Answer a challenge with an approver device's signed answer
+        (``service.push.PushProof``)."""
+        return await self._verify(challenge_id, proof, actor=actor)
+
     async def _verify(
         self, challenge_id: str, proof: Proof, *, actor: str | None
     ) -> VerifiedStepUp:
@@ -150,6 +158,15 @@ class VerificationService:
             deps.observer.verification(outcome="failure", factor_type=factor_type)
             raise VerificationFailedError()
         deps.observer.verification(outcome="success", factor_type=factor_type)
+        device = deps.risk.new_device(challenge=result.challenge)
+        if device is not None:
+            deps.notifier.notify(
+                Notice(
+                    subject_id=result.challenge.subject_id,
+                    type=NoticeType.NEW_DEVICE_STEP_UP,
+                    details={"device": device},
+                )
+            )
         await deps.risk.learn_step_up(challenge=result.challenge, session=result.session, now=now)
         return result
 

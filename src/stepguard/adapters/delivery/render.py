@@ -28,6 +28,10 @@ _HEADLINES: dict[NoticeType, str] = {
         "A sign-in method was locked after too many wrong codes were entered."
     ),
     NoticeType.NEW_DEVICE_STEP_UP: "A verification was completed from a new device.",
+    NoticeType.PUSH_PAUSED: (
+        "Several approval requests sent to your device went unanswered or were denied, so "
+        "push approval is paused for a while. If you did not ask for them, change your password."
+    ),
 }
 _FACT_LABELS: dict[str, str] = {"factor_type": "Method", "device": "Device"}
 _FACTOR_NAMES: dict[str, str] = {
@@ -35,6 +39,7 @@ _FACTOR_NAMES: dict[str, str] = {
     "recovery_code": "recovery codes",
     "email_otp": "email codes",
     "sms_otp": "text message codes",
+    "push": "approver device",
 }
 
 

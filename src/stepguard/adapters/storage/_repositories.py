@@ -35,6 +35,7 @@ from stepguard.adapters.crypto import SecretBox
 from stepguard.adapters.storage import _pages
 from stepguard.adapters.storage._deliveries import SqlDeliveryRepository
 from stepguard.adapters.storage._engine import STORAGE_ERRORS, map_storage_error
+from stepguard.adapters.storage._push import SqlPushRepository
 from stepguard.adapters.storage._webauthn import SqlWebAuthnRepository
 from stepguard.adapters.storage.tables import (
     AUDIT_HEAD_ID,
@@ -86,6 +87,7 @@ from stepguard.service.ports import (
     SubjectRepository,
     WebAuthnRepository,
 )
+from stepguard.service.push_ports import PushRepository
 from stepguard.service.risk_ports import RiskRepository
 
 __all__ = ["ReadOnlyTransactionError", "SqlUnitOfWork", "canonical_audit_event"]
@@ -957,6 +959,7 @@ class SqlUnitOfWork:
         "factors",
         "grants",
         "page_tokens",
+        "push",
         "risk",
         "sessions",
         "subjects",
@@ -975,6 +978,7 @@ class SqlUnitOfWork:
     page_tokens: PageTokenRepository
     browser_sessions: BrowserSessionRepository
     deliveries: DeliveryRepository
+    push: PushRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -991,6 +995,7 @@ class SqlUnitOfWork:
         self.page_tokens = _pages.SqlPageTokenRepository(connection)
         self.browser_sessions = _pages.SqlBrowserSessionRepository(connection)
         self.deliveries = SqlDeliveryRepository(connection)
+        self.push = SqlPushRepository(connection, box)
 
     @property
     def connection(self) -> AsyncConnection:

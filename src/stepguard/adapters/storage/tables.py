@@ -40,6 +40,9 @@ __all__ = [
     "grants",
     "metadata",
     "page_tokens",
+    "push_blocks",
+    "push_devices",
+    "push_requests",
     "recovery_codes",
     "risk_alerts",
     "risk_counts",
@@ -475,4 +478,64 @@ delivery_log = Table(
     Index("ix_delivery_log_subject_id_at", "subject_id", "at"),
     Index("ix_delivery_log_destination_key_at", "destination_key", "at"),
     Index("ix_delivery_log_channel_at", "channel", "at"),
+)
+
+# Push approval (docs/push.md). One approver device per push factor: the pairing token and
+# the device cookie are stored as SHA-256 hashes; the Web Push subscription is encrypted.
+push_devices = Table(
+    "push_devices",
+    metadata,
+    Column("factor_id", Text, ForeignKey("factors.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "subject_id",
+        Text,
+        ForeignKey("subjects.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("pairing_hash", Text, nullable=True, unique=True),
+    Column("pairing_expires_at", UtcDateTime, nullable=True),
+    Column("paired_at", UtcDateTime, nullable=True),
+    Column("public_key", LargeBinary, nullable=True),
+    Column("device_token_hash", Text, nullable=True, unique=True),
+    Column("subscription_enc", Text, nullable=True),  # Fernet token (SecretBox)
+    Column("user_agent", Text, nullable=False),
+)
+
+# One push per row; only ``pending`` is open, and leaving it is a conditional UPDATE (one
+# terminal answer). Kept after answering: the push-bombing limits count them.
+push_requests = Table(
+    "push_requests",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column(
+        "challenge_id",
+        Text,
+        ForeignKey("challenges.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("subject_id", Text, ForeignKey("subjects.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("choices", Text, nullable=False),  # "17,42,83"
+    Column("status", Text, nullable=False),  # PushStatus
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("answered_at", UtcDateTime, nullable=True),
+    Column("answered_by", Text, nullable=True),
+    Column("origin_location", Text, nullable=False),
+    Column("origin_browser", Text, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Index("ix_push_requests_subject_id_created_at", "subject_id", "created_at"),
+)
+
+# Push paused for a subject until ``blocked_until`` (push bombing). Kept after it ends: the
+# next count of unanswered or denied pushes starts there.
+push_blocks = Table(
+    "push_blocks",
+    metadata,
+    Column("subject_id", Text, ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True),
+    Column("blocked_until", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )

@@ -401,6 +401,7 @@ def build_app(
                 else None
             ),
             webauthn_options=enrollment.webauthn_options,
+            pairing_url=enrollment.pairing_url.reveal() if enrollment.pairing_url else None,
             delivery=(
                 SentCodeOut(
                     delivery_id=sent.delivery_id,
@@ -533,6 +534,9 @@ def build_app(
     from stepguard.adapters.web.deliveries import delivery_router
 
     app.include_router(delivery_router(services, responses=ERRORS))
+    from stepguard.adapters.web.push import push_router
+
+    app.include_router(push_router(services, pages, responses=ERRORS))
 
     # --- operations ---------------------------------------------------------------------
 

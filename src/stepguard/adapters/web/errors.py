@@ -27,6 +27,7 @@ STATUS_BY_CODE: dict[str, int] = {
     errors.StorageUnavailableError.code: 503,
     errors.DeliveryFailedError.code: 503,
     errors.DeliveryRateLimitedError.code: 429,
+    errors.PushRateLimitedError.code: 429,
 }
 
 _HTTP_CODES: dict[int, str] = {

@@ -343,8 +343,22 @@ class SmsEnrollIn(Strict):
     session_id: Identifier | None = None
 
 
+class PushEnrollIn(Strict):
+    """An approver device: the answer carries ``pairing_url``, a one-time link the device
+    opens (docs/push.md); the device confirms the factor itself."""
+
+    type: Literal["push"]
+    label: Label = ""
+    session_id: Identifier | None = None
+
+
 EnrollIn = Annotated[
-    TotpEnrollIn | RecoveryCodesEnrollIn | WebAuthnEnrollIn | EmailEnrollIn | SmsEnrollIn,
+    TotpEnrollIn
+    | RecoveryCodesEnrollIn
+    | WebAuthnEnrollIn
+    | EmailEnrollIn
+    | SmsEnrollIn
+    | PushEnrollIn,
     Field(discriminator="type"),
 ]
 
@@ -368,6 +382,10 @@ class EnrollOut(Out):
     )
     delivery: SentCodeOut | None = Field(
         default=None, description="Email and SMS factors: the confirmation code just sent."
+    )
+    pairing_url: str | None = Field(
+        default=None,
+        description="Push factors: the one-time link for the approver device (a secret).",
     )
 
 

@@ -296,6 +296,7 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
             locked_minutes=locked_minutes,
             chosen=chosen
             or ("webauthn" if webauthn else "recovery" if recovery and not totp else "totp"),
+            factors=view.factors,
         )
 
     @router.get("/challenge/{challenge_id}", response_class=HTMLResponse)
