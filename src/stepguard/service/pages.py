@@ -20,7 +20,7 @@ from typing import Any
 from stepguard.core.decision import StepUp
 from stepguard.core.errors import NotFoundError, PageLinkInvalidError, SessionInvalidError
 from stepguard.core.ids import new_token, token_hash
-from stepguard.core.model import AuditEvent, Challenge
+from stepguard.core.model import AuditEvent, Challenge, Session
 from stepguard.core.pages import BrowserSession, PagePurpose
 from stepguard.core.secret import Secret
 from stepguard.service.challenges import ChallengeService, ChallengeView
@@ -167,6 +167,37 @@ class PageService:
         if login is None:
             raise PageLinkInvalidError()
         return OpenedPage(login=login, purpose=purpose, challenge_id=challenge_id)
+
+    async def sign_in(
+        self, session: Session, *, previous_cookie: str | None, via: str
+    ) -> BrowserLogin:
+        """Start a browser session for a StepGuard session that was just created by a sign-in
+        on StepGuard itself (``via``: ``password``, ``passkey``, ``upstream:<name>``), revoking
+        the browser's previous one if it sent a cookie."""
+        deps = self._deps
+        now = deps.clock.now()
+        async with deps.store.transaction() as uow:
+            if previous_cookie:
+                await uow.browser_sessions.revoke(token_hash(previous_cookie), at=now)
+            login = self._new_login(
+                subject_id=session.subject_id,
+                session_id=session.id,
+                session_expires=session.expires_at,
+                now=now,
+            )
+            await uow.browser_sessions.add(login.browser)
+            await uow.audit.append(
+                AuditEvent(
+                    type="page.signed_in",
+                    at=now,
+                    outcome="ok",
+                    subject_id=session.subject_id,
+                    session_id=session.id,
+                    actor=PAGES_ACTOR,
+                    details={"via": via},
+                )
+            )
+        return login
 
     async def browser(self, cookie: str | None) -> BrowserSession:
         """The browser session this cookie names, while it and its StepGuard session are

@@ -1,7 +1,18 @@
 """The hosted pages (step-up prompt, account factors): Jinja2 templates, static CSS and JS,
 and their router. See docs/pages.md."""
 
-from stepguard.adapters.web.pages._router import PagesConfig, pages_router
+from stepguard.adapters.web.pages._router import (
+    SECURITY_HEADERS,
+    PagesConfig,
+    pages_router,
+    set_browser_cookie,
+)
 from stepguard.adapters.web.pages._urls import safe_return_to
 
-__all__ = ["PagesConfig", "pages_router", "safe_return_to"]
+__all__ = [
+    "SECURITY_HEADERS",
+    "PagesConfig",
+    "pages_router",
+    "safe_return_to",
+    "set_browser_cookie",
+]

@@ -44,7 +44,7 @@ from stepguard.service.container import Services
 from stepguard.service.factors import MANAGE_ACTION
 from stepguard.service.pages import PAGES_ACTOR, BrowserLogin
 
-__all__ = ["PagesConfig", "pages_router"]
+__all__ = ["SECURITY_HEADERS", "PagesConfig", "pages_router", "set_browser_cookie"]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}$"
 _ID_PATTERN: Final = re.compile(_ID, re.ASCII)
@@ -130,6 +130,21 @@ class PagesConfig:
         return f"{self.public_url}{path}?t={quote(token, safe='')}"
 
 
+def set_browser_cookie(
+    response: Response, login: BrowserLogin, *, config: PagesConfig, now: datetime
+) -> None:
+    """Give the browser its session cookie (shared by every router that signs a browser in)."""
+    response.set_cookie(
+        config.cookie_name,
+        login.cookie.reveal(),
+        max_age=max(1, int((login.browser.expires_at - now).total_seconds())),
+        path="/",
+        secure=config.secure,
+        httponly=True,
+        samesite="lax",
+    )
+
+
 SECURITY_HEADERS: Final = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -211,16 +226,7 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
         return response
 
     def set_cookie(response: Response, login: BrowserLogin) -> None:
-        now = services.deps.clock.now()
-        response.set_cookie(
-            config.cookie_name,
-            login.cookie.reveal(),
-            max_age=max(1, int((login.browser.expires_at - now).total_seconds())),
-            path="/",
-            secure=config.secure,
-            httponly=True,
-            samesite="lax",
-        )
+        set_browser_cookie(response, login, config=config, now=services.deps.clock.now())
 
     def cookie(request: Request) -> str | None:
         return request.cookies.get(config.cookie_name)

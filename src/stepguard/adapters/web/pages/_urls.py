@@ -16,8 +16,9 @@ from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 __all__ = ["INTERNAL_PREFIXES", "normalize_origin", "origin_of", "safe_return_to", "with_query"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# The pages' own paths that an internal return_to may name.
-INTERNAL_PREFIXES = ("/account/",)
+# The pages' own paths that an internal return_to may name (the account page, and the OIDC
+# provider's continuation of an authorization request after sign-in or step-up).
+INTERNAL_PREFIXES = ("/account/", "/oidc/authorize/continue?")
 MAX_RETURN_TO = 2048
 
 
