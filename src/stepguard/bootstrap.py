@@ -356,7 +356,7 @@ def push_ports(settings: Settings) -> PushPorts:
 
     try:
         config = PushConfig(
-            public_url=settings.public_url or f"http://127.0.0.1:{settings.port}",
+            public_url=public_url(settings),
             request_ttl=timedelta(seconds=settings.push_request_ttl_seconds),
             pairing_ttl=timedelta(seconds=settings.push_pairing_ttl_seconds),
             max_outstanding=settings.push_max_outstanding,

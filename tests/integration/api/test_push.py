@@ -69,7 +69,7 @@ class Push:
         assert response.status_code == 201, response.text
         data = response.json()
         assert data["factor"]["status"] == "pending"
-        assert data["pairing_url"].startswith("http://127.0.0.1:8000/approve#pair=sgp_")
+        assert data["pairing_url"].startswith("http://localhost:8000/approve#pair=sgp_")
         client = httpx.AsyncClient(
             transport=self.api.client._transport, base_url="http://stepguard.test"
         )
@@ -409,7 +409,7 @@ async def account_page(push: Push, b: httpx.AsyncClient) -> str:
     )
     assert response.status_code == 201, response.text
     url = response.json()["url"]
-    opened = await b.get(url[len("http://127.0.0.1:8000") :])
+    opened = await b.get(url[len("http://localhost:8000") :])
     assert opened.status_code == 303
     page = await b.get("/account/factors")
     assert "Add an approver device" in page.text
@@ -420,12 +420,12 @@ async def account_page(push: Push, b: httpx.AsyncClient) -> str:
 
 async def test_the_account_page_shows_a_pairing_link_that_pairs_a_device(push: Push) -> None:
     transport = push.api.client._transport
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as b:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8000") as b:
         csrf = await account_page(push, b)
         page = await b.post("/account/factors/push", data={"csrf": csrf, "label": "Phone"})
         assert page.status_code == 200, page.text
         assert 'src="data:image/svg+xml' in page.text
-        match = re.search(r'href="(http://127\.0\.0\.1:8000/approve#pair=[^"]+)"', page.text)
+        match = re.search(r'href="(http://localhost:8000/approve#pair=[^"]+)"', page.text)
         assert match is not None, page.text
         forged = await b.post("/account/factors/push", data={"csrf": "0" * 64})
         assert forged.status_code == 403
@@ -440,7 +440,7 @@ async def test_the_account_page_shows_a_pairing_link_that_pairs_a_device(push: P
 async def test_adding_a_second_device_on_the_account_page_needs_a_step_up(push: Push) -> None:
     await push.pair()
     transport = push.api.client._transport
-    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as b:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost:8000") as b:
         csrf = await account_page(push, b)
         refused = await b.post("/account/factors/push", data={"csrf": csrf})
         assert refused.status_code == 303

@@ -103,7 +103,8 @@ def test_a_wrong_number_fails_and_the_right_one_satisfies_the_challenge(
     ok(api.put(f"/v1/subjects/{subject}", json={}))
     enrolled = ok(api.post(f"/v1/subjects/{subject}/factors", json={"type": "push"}), 201)
     pairing_url = enrolled["pairing_url"]
-    assert pairing_url.startswith(f"{server.base_url}/approve#pair=")
+    # Pairing links use the public URL, which defaults to http://localhost:{port}.
+    assert pairing_url.startswith(f"http://localhost:{server.port}/approve#pair=")
 
     phone_context, phone = new_page(browser)
     desk_context, desk = new_page(browser)
@@ -120,7 +121,7 @@ def test_a_wrong_number_fails_and_the_right_one_satisfies_the_challenge(
         worker_scopes = phone.evaluate(
             "navigator.serviceWorker.ready.then(r => r.scope)"
         )  # the PWA's service worker is installed for /approve
-        assert worker_scopes == f"{server.base_url}/approve"
+        assert worker_scopes == f"http://localhost:{server.port}/approve"
         screenshot(phone, "push-approver-paired")
 
         session = ok(api.post("/v1/sessions", json={"subject_id": subject, "amr": ["pwd"]}), 201)
