@@ -17,9 +17,16 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    CDPSession,
+    Page,
+    Playwright,
+    sync_playwright,
+)
 
 from support.services import unavailable
 
@@ -30,9 +37,11 @@ __all__ = [
     "SCREENSHOTS",
     "WIDE",
     "StandInApp",
+    "VirtualAuthenticators",
     "chromium",
     "launch",
     "new_page",
+    "running_browser",
     "screenshot",
     "screenshot_variants",
     "stand_in_app",
@@ -135,3 +144,48 @@ def stand_in_app() -> Iterator[StandInApp]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def running_browser() -> Iterator[Browser]:
+    """A launched headless Chromium (skip or fail like :func:`chromium`), closed on exit."""
+    with chromium() as playwright:
+        launched = launch(playwright)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class VirtualAuthenticators:
+    """Chromium's virtual authenticators on one page (CDP ``WebAuthn`` domain)."""
+
+    def __init__(self, context: BrowserContext, page: Page) -> None:
+        self.cdp: CDPSession = context.new_cdp_session(page)
+        self.cdp.send("WebAuthn.enable", {"enableUI": False})
+
+    def add(self, transport: str, *, user_verified: bool = True) -> str:
+        answer = self.cdp.send(
+            "WebAuthn.addVirtualAuthenticator",
+            {
+                "options": {
+                    "protocol": "ctap2",
+                    "transport": transport,
+                    "hasResidentKey": True,
+                    "hasUserVerification": True,
+                    "isUserVerified": user_verified,
+                    "automaticPresenceSimulation": True,
+                }
+            },
+        )
+        return str(answer["authenticatorId"])
+
+    def credentials(self, authenticator: str) -> list[dict[str, Any]]:
+        answer = self.cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})
+        return list(answer["credentials"])
+
+    def set_user_verified(self, authenticator: str, verified: bool) -> None:
+        self.cdp.send(
+            "WebAuthn.setUserVerified",
+            {"authenticatorId": authenticator, "isUserVerified": verified},
+        )

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import httpx
 
@@ -50,6 +50,7 @@ __all__ = [
     "database",
     "live_server",
     "new_secret_key",
+    "ok",
     "run_cli",
     "safe_totp_step",
     "seconds_until_safe_totp_step",
@@ -461,3 +462,9 @@ def secret_from_otpauth_uri(uri: str) -> bytes:
     """The TOTP seed of an ``otpauth://`` enrollment URI."""
     encoded = httpx.URL(uri).params["secret"]
     return base64.b32decode(encoded + "=" * (-len(encoded) % 8))
+
+
+def ok(response: httpx.Response, status: int = 200) -> Any:
+    """The JSON body of a response that has ``status`` (``None`` when it is empty)."""
+    assert response.status_code == status, response.text
+    return response.json() if response.content else None

@@ -101,17 +101,21 @@ class PageService:
             )
         return link
 
-    def _new_login(
-        self, *, subject_id: str, session_id: str, session_expires: datetime, now: datetime
+    async def _start_browser(
+        self, uow: UnitOfWork, session: Session, *, revoke: str | None, now: datetime
     ) -> BrowserLogin:
+        """A new browser session for ``session`` (revoking the cookie ``revoke`` first)."""
+        if revoke:
+            await uow.browser_sessions.revoke(token_hash(revoke), at=now)
         cookie = new_token(self._deps.rng, BROWSER_COOKIE_PREFIX)
         browser = BrowserSession(
             id_hash=token_hash(cookie.reveal()),
-            subject_id=subject_id,
-            session_id=session_id,
+            subject_id=session.subject_id,
+            session_id=session.id,
             created_at=now,
-            expires_at=min(now + self._deps.config.browser_session_ttl, session_expires),
+            expires_at=min(now + self._deps.config.browser_session_ttl, session.expires_at),
         )
+        await uow.browser_sessions.add(browser)
         return BrowserLogin(cookie=cookie, browser=browser)
 
     async def open(
@@ -139,15 +143,7 @@ class PageService:
             elif session is None or not session.is_active(now):
                 reason = "session no longer active"
             if used is not None and session is not None and reason is None:
-                if previous_cookie:
-                    await uow.browser_sessions.revoke(token_hash(previous_cookie), at=now)
-                login = self._new_login(
-                    subject_id=session.subject_id,
-                    session_id=session.id,
-                    session_expires=session.expires_at,
-                    now=now,
-                )
-                await uow.browser_sessions.add(login.browser)
+                login = await self._start_browser(uow, session, revoke=previous_cookie, now=now)
             # Leave the block normally even when refused: the token stays used.
             await uow.audit.append(
                 AuditEvent(
@@ -177,15 +173,7 @@ class PageService:
         deps = self._deps
         now = deps.clock.now()
         async with deps.store.transaction() as uow:
-            if previous_cookie:
-                await uow.browser_sessions.revoke(token_hash(previous_cookie), at=now)
-            login = self._new_login(
-                subject_id=session.subject_id,
-                session_id=session.id,
-                session_expires=session.expires_at,
-                now=now,
-            )
-            await uow.browser_sessions.add(login.browser)
+            login = await self._start_browser(uow, session, revoke=previous_cookie, now=now)
             await uow.audit.append(
                 AuditEvent(
                     type="page.signed_in",
@@ -227,13 +215,7 @@ class PageService:
                 session is None or not session.is_active(now)
             ):
                 raise PageLinkInvalidError()  # rolled back; a concurrent rotation won
-            login = self._new_login(
-                subject_id=browser.subject_id,
-                session_id=browser.session_id,
-                session_expires=session.expires_at,
-                now=now,
-            )
-            await uow.browser_sessions.add(login.browser)
+            login = await self._start_browser(uow, session, revoke=None, now=now)
             await uow.audit.append(
                 AuditEvent(
                     type="page.browser_rotated",

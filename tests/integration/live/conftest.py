@@ -10,8 +10,11 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from contextlib import ExitStack
 
+import httpx
 import pytest
+from playwright.sync_api import Browser
 
+from support.browser import running_browser
 from support.server import LiveServer, database, live_server
 
 BACKEND_PARAMS = [
@@ -74,6 +77,24 @@ def server(request: pytest.FixtureRequest, live_servers: LiveServers) -> LiveSer
 def sqlite_server(live_servers: LiveServers) -> LiveServer:
     """The live SQLite server, for tests that do not depend on the backend."""
     return live_servers.get("sqlite")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium for a module's browser tests."""
+    with running_browser() as launched:
+        yield launched
+
+
+@pytest.fixture
+def api(server: LiveServer) -> Iterator[httpx.Client]:
+    """An admin API client for the test's ``server`` (a module may override ``server``)."""
+    with httpx.Client(
+        base_url=server.base_url,
+        headers={"Authorization": f"Bearer {server.api_key}"},
+        timeout=10,
+    ) as client:
+        yield client
 
 
 @pytest.hookimpl(wrapper=True)

@@ -29,7 +29,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from stepguard.core.factors.totp import TotpSpec, code_at_step
-from support.browser import chromium, launch, new_page, screenshot
+from support.browser import new_page, screenshot
 from support.server import cli_env, safe_totp_step, stepguard_executable
 from support.services import free_port
 
@@ -136,16 +136,6 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
             httpx.get(f"http://127.0.0.1:{bank_port}/healthz", timeout=2.0)
     finally:
         _stop(process)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as playwright:
-        launched = launch(playwright)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from support.server import (
     LiveServer,
     database,
     live_server,
+    ok,
     safe_totp_step,
     secret_from_otpauth_uri,
 )
@@ -97,11 +98,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             yield Stack(
                 server=server, url=url, upstream=f"http://127.0.0.1:{upstream_port}", api=api
             )
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json() if response.content else None
 
 
 @dataclass

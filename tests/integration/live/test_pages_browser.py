@@ -23,8 +23,6 @@ from stepguard.core.factors.totp import TotpSpec, code_at_step
 from stepguard.sdk import StepGuardClient
 from support.browser import (
     StandInApp,
-    chromium,
-    launch,
     new_page,
     screenshot,
     screenshot_variants,
@@ -34,6 +32,7 @@ from support.server import (
     LiveServer,
     database,
     live_server,
+    ok,
     safe_totp_step,
     secret_from_otpauth_uri,
     wrong_totp_code,
@@ -64,31 +63,6 @@ def server(app: StandInApp, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         ) as running,
     ):
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as playwright:
-        launched = launch(playwright)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-@pytest.fixture
-def api(server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=server.base_url,
-        headers={"Authorization": f"Bearer {server.api_key}"},
-        timeout=10,
-    ) as client:
-        yield client
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json() if response.content else None
 
 
 def subject_with_totp(api: httpx.Client) -> tuple[str, str, bytes, str]:

@@ -15,14 +15,15 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from stepguard.core.factors.totp import TotpSpec, code_at_step
-from support.browser import chromium, launch, new_page, screenshot, screenshot_variants
+from support.browser import VirtualAuthenticators, new_page, screenshot, screenshot_variants
 from support.server import (
     LiveServer,
     database,
     live_server,
+    ok,
     safe_totp_step,
     secret_from_otpauth_uri,
 )
@@ -56,65 +57,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         live_server(workdir, database_url=url, workers=1, policy=POLICY) as running,
     ):
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as playwright:
-        launched = launch(playwright)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-@pytest.fixture
-def api(server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=server.base_url,
-        headers={"Authorization": f"Bearer {server.api_key}"},
-        timeout=10,
-    ) as client:
-        yield client
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json() if response.content else None
-
-
-class Authenticators:
-    """Chromium's virtual authenticators on one page (CDP ``WebAuthn`` domain)."""
-
-    def __init__(self, context: BrowserContext, page: Page) -> None:
-        self.cdp: CDPSession = context.new_cdp_session(page)
-        self.cdp.send("WebAuthn.enable", {"enableUI": False})
-
-    def add(self, transport: str, *, user_verified: bool = True) -> str:
-        answer = self.cdp.send(
-            "WebAuthn.addVirtualAuthenticator",
-            {
-                "options": {
-                    "protocol": "ctap2",
-                    "transport": transport,
-                    "hasResidentKey": True,
-                    "hasUserVerification": True,
-                    "isUserVerified": user_verified,
-                    "automaticPresenceSimulation": True,
-                }
-            },
-        )
-        return str(answer["authenticatorId"])
-
-    def credentials(self, authenticator: str) -> list[dict[str, Any]]:
-        answer = self.cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})
-        return list(answer["credentials"])
-
-    def set_user_verified(self, authenticator: str, verified: bool) -> None:
-        self.cdp.send(
-            "WebAuthn.setUserVerified",
-            {"authenticatorId": authenticator, "isUserVerified": verified},
-        )
 
 
 def new_subject(api: httpx.Client, *, totp: bool) -> tuple[str, bytes | None, str]:
@@ -159,7 +101,7 @@ def test_a_passkey_and_a_security_key_are_added_on_the_account_page_after_a_step
     assert secret is not None
     context, page = new_page(browser)
     try:
-        keys = Authenticators(context, page)
+        keys = VirtualAuthenticators(context, page)
         platform = keys.add("internal")
         open_account(api, page, session)
         expect(page.get_by_role("button", name="Add a passkey")).to_be_visible()
@@ -210,7 +152,7 @@ def test_a_passkey_satisfies_a_phr_step_up_with_the_keyboard_alone(
     subject, _, session = new_subject(api, totp=False)
     context, page = new_page(browser)
     try:
-        keys = Authenticators(context, page)
+        keys = VirtualAuthenticators(context, page)
         platform = keys.add("internal")
         open_account(api, page, session)
         add_passkey(page, "Phone")  # the first factor needs no step-up
@@ -247,7 +189,7 @@ def test_without_user_verification_the_page_shows_the_failure_and_the_challenge_
     _, _, session = new_subject(api, totp=False)
     context, page = new_page(browser, scheme="dark")
     try:
-        keys = Authenticators(context, page)
+        keys = VirtualAuthenticators(context, page)
         platform = keys.add("internal")
         open_account(api, page, session)
         add_passkey(page, "Phone")
@@ -281,7 +223,7 @@ def test_without_javascript_the_other_factors_still_work(
     assert secret is not None
     context, page = new_page(browser)
     try:
-        keys = Authenticators(context, page)
+        keys = VirtualAuthenticators(context, page)
         keys.add("internal")
         open_account(api, page, session)
         page.get_by_role("button", name="Add a passkey").click()  # the step-up first

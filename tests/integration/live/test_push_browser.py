@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -18,8 +17,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from stepguard.sdk import StepGuardClient
-from support.browser import StandInApp, chromium, launch, new_page, screenshot, stand_in_app
-from support.server import LiveServer, database, live_server
+from support.browser import StandInApp, new_page, screenshot, stand_in_app
+from support.server import LiveServer, database, live_server, ok
 
 pytestmark = pytest.mark.slow
 
@@ -45,31 +44,6 @@ def server(app: StandInApp, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         ) as running,
     ):
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as playwright:
-        launched = launch(playwright)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-@pytest.fixture
-def api(server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=server.base_url,
-        headers={"Authorization": f"Bearer {server.api_key}"},
-        timeout=10,
-    ) as client:
-        yield client
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json() if response.content else None
 
 
 def number_on(page: Page) -> int:
