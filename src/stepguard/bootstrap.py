@@ -6,8 +6,11 @@ hands to uvicorn (each worker process calls it once).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import ipaddress
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import FastAPI
@@ -51,6 +55,8 @@ from stepguard.service.ports import Clock, EmailSender, RiskAssessor, SmsSender
 from stepguard.service.push_ports import PushConfig, PushPorts
 from stepguard.service.risk import EngineSettings, StaticRiskAssessor
 from stepguard.settings import Settings
+
+_log = structlog.get_logger("stepguard.maintenance")
 
 
 def load_policy_file(path: Path) -> CompiledPolicy:
@@ -420,6 +426,28 @@ def build_runtime(
     return Runtime(settings=settings, store=store, services=services, metrics=metrics)
 
 
+async def _purge_periodically(runtime: Runtime) -> None:
+    """Purge expired rows every ``purge_interval_seconds`` (the first run at a random point
+    of the first interval, so workers started together do not purge together). A failure is
+    logged and retried next time: purging is housekeeping, never on a request's path."""
+    settings = runtime.settings
+    interval = settings.purge_interval_seconds
+    retention = timedelta(seconds=settings.purge_retention_seconds)
+    delay = interval * random.uniform(0.1, 1.0)  # noqa: S311 (spreading load, not a secret)
+    while True:
+        await asyncio.sleep(delay)
+        delay = interval
+        try:
+            report = await runtime.services.maintenance.purge_expired(
+                retention=retention, actor="maintenance"
+            )
+        except Exception as error:  # housekeeping must not end the worker
+            _log.warning("purge_failed", error=type(error).__name__)
+            continue
+        if report.total:
+            _log.info("purged_expired_rows", deleted=dict(report.deleted))
+
+
 def app_for(runtime: Runtime) -> FastAPI:
     settings = runtime.settings
     app = build_app(
@@ -432,7 +460,16 @@ def app_for(runtime: Runtime) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        purging = (
+            asyncio.create_task(_purge_periodically(runtime))
+            if settings.purge_interval_seconds > 0
+            else None
+        )
         yield
+        if purging is not None:
+            purging.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purging
         await runtime.services.push.drain()
         await runtime.services.notifications.drain()
         await runtime.store.close()

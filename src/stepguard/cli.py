@@ -162,6 +162,22 @@ def keys_revoke(key_id: str) -> None:
     click.echo("revoked")
 
 
+@main.command()
+def purge() -> None:
+    """Delete rows that expired more than ``purge_retention_seconds`` ago, once (``serve``
+    also does it every ``purge_interval_seconds``). The audit log is never purged."""
+    from datetime import timedelta
+
+    async def action(runtime: Any) -> Any:
+        retention = timedelta(seconds=runtime.settings.purge_retention_seconds)
+        return await runtime.services.maintenance.purge_expired(retention=retention, actor="cli")
+
+    report = _run(_with_runtime(action))
+    click.echo(f"expired before {report.before.isoformat()}:", err=True)
+    for table, count in report.deleted.items():
+        click.echo(f"{table}\t{count}")
+
+
 @main.group()
 def secrets() -> None:
     """Encryption keys for factor secrets at rest."""

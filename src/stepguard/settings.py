@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     )
     # How long one process may reuse a forward-auth allow for the same cookie and request.
     forward_auth_cache_seconds: float = Field(default=1.0, ge=0, le=10)
+    # Housekeeping: every worker deletes rows that expired more than the retention ago
+    # (tokens, ceremonies, codes, challenges, sessions; never the audit log). 0 turns it off.
+    purge_interval_seconds: float = Field(default=3600, ge=0)
+    purge_retention_seconds: int = Field(default=86400, ge=3600)
     forward_auth_login_url: str | None = Field(default=None, pattern=r"^https?://[!-\"$-~]+$")
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)

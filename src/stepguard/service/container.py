@@ -13,6 +13,7 @@ from stepguard.service.delivery import DeliveryService
 from stepguard.service.deps import Deps
 from stepguard.service.factors import FactorService
 from stepguard.service.forward_auth import ForwardAuthService
+from stepguard.service.maintenance import MaintenanceService
 from stepguard.service.notifications import NotificationService
 from stepguard.service.pages import PageService
 from stepguard.service.push import PushService
@@ -41,6 +42,7 @@ class Services:
     notifications: NotificationService
     forward_auth: ForwardAuthService
     push: PushService
+    maintenance: MaintenanceService
 
     @classmethod
     def build(
@@ -77,4 +79,5 @@ class Services:
                 deps, decisions=decisions, cache_seconds=forward_auth_cache_seconds
             ),
             push=PushService(deps, verification=verification),
+            maintenance=MaintenanceService(deps),
         )

@@ -301,6 +301,12 @@ class DeliveryRepository(Protocol):
         ...
 
 
+class ExpiryRepository(Protocol):
+    async def purge(self, *, before: datetime) -> dict[str, int]:
+        """Delete the rows that expired before ``before``; the count per table."""
+        ...
+
+
 class UnitOfWork(Protocol):
     subjects: SubjectRepository
     sessions: SessionRepository
@@ -315,6 +321,7 @@ class UnitOfWork(Protocol):
     browser_sessions: BrowserSessionRepository
     deliveries: DeliveryRepository
     push: PushRepository
+    expired: ExpiryRepository
 
 
 class Store(Protocol):

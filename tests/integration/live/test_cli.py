@@ -11,12 +11,14 @@ import json
 import re
 import sqlite3
 import subprocess
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 from cryptography.fernet import Fernet, InvalidToken
@@ -29,7 +31,13 @@ from stepguard.core.errors import UnauthenticatedError
 from stepguard.core.factors.totp import TotpSpec, code_at_step
 from stepguard.service.decisions import DecisionRequest
 from stepguard.settings import Settings
-from support.server import async_safe_totp_step, cli_env, new_secret_key, run_cli
+from support.server import (
+    async_safe_totp_step,
+    cli_env,
+    live_server,
+    new_secret_key,
+    run_cli,
+)
 from support.services import free_port
 
 pytestmark = pytest.mark.slow
@@ -255,6 +263,73 @@ async def test_keys_create_list_and_revoke(workspace: Workspace) -> None:
         assert (await runtime.services.api_keys.authenticate(other.token.reveal())).id
 
     assert "no such active key" in assert_clean_refusal(workspace.cli("keys", "revoke", key_id[1]))
+
+
+# --- purge --------------------------------------------------------------------------------
+
+
+async def test_purge_deletes_sessions_that_expired_long_ago_and_audits_it(
+    workspace: Workspace,
+) -> None:
+    async with workspace.runtime() as runtime:
+        await runtime.services.subjects.put(
+            "alice", email=None, phone=None, groups=(), actor="cli-test"
+        )
+        for _ in range(2):
+            await runtime.services.sessions.create(
+                subject_id="alice",
+                amr=["pwd"],
+                ip=None,
+                user_agent=None,
+                ttl_seconds=None,
+                actor="cli-test",
+            )
+    workspace.sql(
+        "UPDATE sessions SET expires_at = :old WHERE id = (SELECT min(id) FROM sessions)",
+        {"old": "2020-01-01 00:00:00.000000"},
+    )
+
+    result = workspace.cli("purge")
+
+    assert result.returncode == 0, result.stderr
+    assert "sessions\t1" in result.stdout.splitlines()
+    assert workspace.sql("SELECT count(*) FROM sessions") == [(1,)]
+    purged = workspace.sql("SELECT details FROM audit_events WHERE type = 'maintenance.purged'")
+    assert len(purged) == 1
+    assert json.loads(purged[0][0])["deleted"]["sessions"] == 1
+    assert workspace.cli("audit", "verify").returncode == 0
+
+
+def test_serve_purges_expired_rows_in_the_background(tmp_path: Path) -> None:
+    database = tmp_path / "stepguard.db"
+    with live_server(
+        tmp_path,
+        database_url=f"sqlite+aiosqlite:///{database}",
+        workers=1,
+        settings={"purge_interval_seconds": "0.2"},
+    ) as server:
+        with httpx.Client(
+            base_url=server.base_url, headers={"Authorization": f"Bearer {server.api_key}"}
+        ) as api:
+            assert api.put("/v1/subjects/alice", json={}).status_code in (200, 201)
+            for _ in range(2):
+                created = api.post("/v1/sessions", json={"subject_id": "alice", "amr": ["pwd"]})
+                assert created.status_code == 201, created.text
+        with sqlite3.connect(database) as connection:
+            connection.execute(
+                "UPDATE sessions SET expires_at = '2020-01-01 00:00:00.000000'"
+                " WHERE id = (SELECT min(id) FROM sessions)"
+            )
+        connection.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with sqlite3.connect(database) as connection:
+                (left,) = connection.execute("SELECT count(*) FROM sessions").fetchone()
+            connection.close()
+            if left == 1:
+                break
+            time.sleep(0.2)
+        assert left == 1, server.logs()
 
 
 def test_secrets_generate_prints_a_new_fernet_key(tmp_path: Path) -> None:

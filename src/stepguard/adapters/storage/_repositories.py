@@ -35,6 +35,7 @@ from stepguard.adapters.crypto import SecretBox
 from stepguard.adapters.storage import _pages
 from stepguard.adapters.storage._deliveries import SqlDeliveryRepository
 from stepguard.adapters.storage._engine import STORAGE_ERRORS, map_storage_error
+from stepguard.adapters.storage._expiry import SqlExpiryRepository
 from stepguard.adapters.storage._push import SqlPushRepository
 from stepguard.adapters.storage._webauthn import SqlWebAuthnRepository
 from stepguard.adapters.storage.tables import (
@@ -80,6 +81,7 @@ from stepguard.service.ports import (
     BrowserSessionRepository,
     ChallengeRepository,
     DeliveryRepository,
+    ExpiryRepository,
     FactorRepository,
     GrantRepository,
     PageTokenRepository,
@@ -956,6 +958,7 @@ class SqlUnitOfWork:
         "browser_sessions",
         "challenges",
         "deliveries",
+        "expired",
         "factors",
         "grants",
         "page_tokens",
@@ -979,6 +982,7 @@ class SqlUnitOfWork:
     browser_sessions: BrowserSessionRepository
     deliveries: DeliveryRepository
     push: PushRepository
+    expired: ExpiryRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -996,6 +1000,7 @@ class SqlUnitOfWork:
         self.browser_sessions = _pages.SqlBrowserSessionRepository(connection)
         self.deliveries = SqlDeliveryRepository(connection)
         self.push = SqlPushRepository(connection, box)
+        self.expired = SqlExpiryRepository(connection)
 
     @property
     def connection(self) -> AsyncConnection:
