@@ -41,6 +41,7 @@ from stepguard.core.risk import RiskAssessment
 from stepguard.core.secret import Secret
 from stepguard.service.push_ports import PushRepository
 from stepguard.service.risk_ports import RiskRepository
+from stepguard.service.upstream_ports import UpstreamLoginRepository
 
 
 class Clock(Protocol):
@@ -315,6 +316,7 @@ class UnitOfWork(Protocol):
     browser_sessions: BrowserSessionRepository
     deliveries: DeliveryRepository
     push: PushRepository
+    upstream_logins: UpstreamLoginRepository
 
 
 class Store(Protocol):

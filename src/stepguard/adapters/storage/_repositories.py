@@ -36,6 +36,7 @@ from stepguard.adapters.storage import _pages
 from stepguard.adapters.storage._deliveries import SqlDeliveryRepository
 from stepguard.adapters.storage._engine import STORAGE_ERRORS, map_storage_error
 from stepguard.adapters.storage._push import SqlPushRepository
+from stepguard.adapters.storage._upstream import SqlUpstreamLoginRepository
 from stepguard.adapters.storage._webauthn import SqlWebAuthnRepository
 from stepguard.adapters.storage.tables import (
     AUDIT_HEAD_ID,
@@ -89,6 +90,7 @@ from stepguard.service.ports import (
 )
 from stepguard.service.push_ports import PushRepository
 from stepguard.service.risk_ports import RiskRepository
+from stepguard.service.upstream_ports import UpstreamLoginRepository
 
 __all__ = ["ReadOnlyTransactionError", "SqlUnitOfWork", "canonical_audit_event"]
 
@@ -963,6 +965,7 @@ class SqlUnitOfWork:
         "risk",
         "sessions",
         "subjects",
+        "upstream_logins",
         "webauthn",
     )
 
@@ -979,6 +982,7 @@ class SqlUnitOfWork:
     browser_sessions: BrowserSessionRepository
     deliveries: DeliveryRepository
     push: PushRepository
+    upstream_logins: UpstreamLoginRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -996,6 +1000,7 @@ class SqlUnitOfWork:
         self.browser_sessions = _pages.SqlBrowserSessionRepository(connection)
         self.deliveries = SqlDeliveryRepository(connection)
         self.push = SqlPushRepository(connection, box)
+        self.upstream_logins = SqlUpstreamLoginRepository(connection, box)
 
     @property
     def connection(self) -> AsyncConnection:
