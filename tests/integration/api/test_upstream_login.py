@@ -8,6 +8,7 @@ and the audit log says why (``upstream.login_failed`` with its ``reason``).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -422,3 +423,36 @@ async def test_metrics_count_outcomes(api: Harness, provider: FakeProvider) -> N
         'stepguard_upstream_logins_total{outcome="failed:upstream_error",upstream="corp"} 1.0'
         in text
     )
+
+
+async def test_hs256_signed_with_the_client_secret_when_configured(
+    database_url: str, provider: FakeProvider
+) -> None:
+    async for api in _harness(database_url, provider, algorithms=["HS256"]):
+        async with _browser(api) as browser:
+            state, nonce, _ = await _begin(browser)
+            plan = TokenPlan(claims=provider.base_claims(nonce, now=api.clock.now().timestamp()))
+            _hs256_with_secret(provider, plan.claims, plan)
+            provider.next_token = plan
+            assert (await _finish(browser, state)).status_code == 303
+            # RS256 is now the refused one.
+            state, nonce, _ = await _begin(browser)
+            provider.next_token = TokenPlan(
+                claims=provider.base_claims(nonce, now=api.clock.now().timestamp())
+            )
+            _assert_generic_failure(await _finish(browser, state))
+        assert await _failures(api) == ["algorithm_refused"]
+
+
+async def test_concurrent_callbacks_with_one_state_sign_in_once(
+    api: Harness, provider: FakeProvider
+) -> None:
+    async with _browser(api) as browser:
+        state, nonce, _ = await _begin(browser)
+        provider.next_token = TokenPlan(
+            claims=provider.base_claims(nonce, now=api.clock.now().timestamp())
+        )
+        responses = await asyncio.gather(*(_finish(browser, state) for _ in range(5)))
+    assert sorted(r.status_code for r in responses) == [303, 400, 400, 400, 400]
+    assert len(await api.audit(type="upstream.login_succeeded")) == 1
+    assert await _failures(api) == ["state_invalid"] * 4
