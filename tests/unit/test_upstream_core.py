@@ -21,7 +21,7 @@ from stepguard.core.upstream import (
     session_factors,
     subject_id_for,
 )
-from stepguard.settings import Settings
+from stepguard.settings import Settings, UpstreamSettings
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 ISSUER = "https://idp.example"
@@ -201,7 +201,11 @@ def test_secrets_stay_out_of_reprs() -> None:
 
 def _settings(tmp_path: Any, upstream: dict[str, Any]) -> Settings:
     entry = {"name": "corp", "label": "Corp", "issuer": ISSUER, "client_id": "sg", **upstream}
-    return Settings(upstreams=[entry], secret_keys=[], policy_file=tmp_path / "p.yaml")
+    return Settings(
+        upstreams=[UpstreamSettings.model_validate(entry)],
+        secret_keys=[],
+        policy_file=tmp_path / "p.yaml",
+    )
 
 
 def test_settings_become_configs(tmp_path: Any) -> None:
