@@ -138,6 +138,8 @@ class UpstreamService:
             expires_at=now + LOGIN_STATE_TTL,
         )
         async with deps.store.transaction() as uow:
+            # Unauthenticated requests add these rows: the expired ones go as new ones come.
+            await uow.upstream_logins.prune(before=now)
             await uow.upstream_logins.add(login)
             await uow.audit.append(
                 AuditEvent(

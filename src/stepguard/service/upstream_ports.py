@@ -13,6 +13,10 @@ from stepguard.core.upstream import UpstreamConfig, UpstreamLogin
 class UpstreamLoginRepository(Protocol):
     async def add(self, login: UpstreamLogin) -> None: ...
 
+    async def prune(self, *, before: datetime) -> None:
+        """Delete the sign-ins that expired before ``before`` (used or not)."""
+        ...
+
     async def consume(self, state_hash: str, *, at: datetime) -> UpstreamLogin | None:
         """Mark the unexpired, unused sign-in with this state hash used and return it; a
         conditional write, so at most one concurrent caller gets it (else ``None``)."""

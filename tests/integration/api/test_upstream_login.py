@@ -456,3 +456,24 @@ async def test_concurrent_callbacks_with_one_state_sign_in_once(
     assert sorted(r.status_code for r in responses) == [303, 400, 400, 400, 400]
     assert len(await api.audit(type="upstream.login_succeeded")) == 1
     assert await _failures(api) == ["state_invalid"] * 4
+
+
+async def test_expired_login_states_are_pruned_as_new_ones_start(
+    api: Harness, provider: FakeProvider
+) -> None:
+    from sqlalchemy import func, select
+
+    from stepguard.adapters.storage.tables import upstream_logins
+
+    async def rows() -> int:
+        async with api.runtime.store.read() as uow:
+            result = await uow.execute(select(func.count()).select_from(upstream_logins))
+            return int(result.scalar_one())
+
+    async with _browser(api) as browser:
+        await _begin(browser)
+        await _begin(browser)
+        assert await rows() == 2
+        api.clock.advance(601)
+        await _begin(browser)
+    assert await rows() == 1

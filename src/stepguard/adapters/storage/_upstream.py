@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final, Protocol
 
-from sqlalchemy import Executable, bindparam, insert, update
+from sqlalchemy import Executable, bindparam, delete, insert, update
 from sqlalchemy.engine import CursorResult
 
 from stepguard.adapters.crypto import SecretBox
@@ -27,6 +27,7 @@ class _Connection(Protocol):
 
 _U = upstream_logins.c
 _INSERT: Final = insert(upstream_logins)
+_PRUNE: Final = delete(upstream_logins).where(_U.expires_at < bindparam("p_before"))
 _CONSUME: Final = (
     update(upstream_logins)
     .where(
@@ -63,6 +64,9 @@ class SqlUpstreamLoginRepository:
                 "used_at": login.used_at,
             },
         )
+
+    async def prune(self, *, before: datetime) -> None:
+        await self._c.write(_PRUNE, {"p_before": before})
 
     async def consume(self, state_hash: str, *, at: datetime) -> UpstreamLogin | None:
         row = (await self._c.write(_CONSUME, {"p_hash": state_hash, "p_at": at})).first()

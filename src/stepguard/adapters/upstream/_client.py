@@ -15,6 +15,7 @@ Endpoints must be https, except on a loopback host (tests, local development).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import ipaddress
 import time
@@ -95,6 +96,8 @@ class HttpUpstreamClient:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._timeout = timeout_seconds
+        # httpx's timeout is per phase (connect, each read...); this bounds the whole call.
+        self._deadline = 2 * timeout_seconds
         self._metadata_max_age = metadata_max_age
         self._refresh_interval = refresh_interval
         self._max_key_age = max_key_age
@@ -113,9 +116,9 @@ class HttpUpstreamClient:
 
     async def _get_json(self, url: str, reason: FailureReason) -> dict[str, Any]:
         try:
-            async with self._client() as client:
+            async with asyncio.timeout(self._deadline), self._client() as client:
                 response = await client.get(url, headers={"Accept": "application/json"})
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, TimeoutError) as error:
             raise UpstreamLoginFailedError(reason, type(error).__name__) from None
         return _document(response, reason)
 
@@ -164,11 +167,11 @@ class HttpUpstreamClient:
             headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         reason = FailureReason.TOKEN_ENDPOINT_FAILED
         try:
-            async with self._client() as client:
+            async with asyncio.timeout(self._deadline), self._client() as client:
                 response = await client.post(
                     str(metadata["token_endpoint"]), data=form, headers=headers
                 )
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, TimeoutError) as error:
             raise UpstreamLoginFailedError(reason, type(error).__name__) from None
         document = _document(response, reason)
         id_token = document.get("id_token")
