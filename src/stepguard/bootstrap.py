@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
+from weakref import WeakKeyDictionary
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -507,16 +508,29 @@ def upstream_configs(settings: Settings) -> dict[str, UpstreamConfig]:
     return configs
 
 
+_UPSTREAM_COUNTERS: WeakKeyDictionary[Metrics, Counter] = WeakKeyDictionary()
+
+
+def _upstream_counter(metrics: Metrics) -> Counter:
+    """The upstream sign-in counter of this registry (one per registry, however many apps
+    are built on one runtime)."""
+    counter = _UPSTREAM_COUNTERS.get(metrics)
+    if counter is None:
+        counter = Counter(
+            "stepguard_upstream_logins",
+            "Upstream sign-ins by upstream and outcome (started, succeeded, failed:<reason>).",
+            ["upstream", "outcome"],
+            registry=metrics.registry,
+        )
+        _UPSTREAM_COUNTERS[metrics] = counter
+    return counter
+
+
 def include_upstream_login(app: FastAPI, runtime: Runtime) -> None:
     """``/login/upstream/{name}`` and its callback, for the configured upstreams."""
     settings = runtime.settings
     configs = upstream_configs(settings)
-    counter = Counter(
-        "stepguard_upstream_logins",
-        "Upstream sign-ins by upstream and outcome (started, succeeded, failed:<reason>).",
-        ["upstream", "outcome"],
-        registry=runtime.metrics.registry,
-    )
+    counter = _upstream_counter(runtime.metrics)
     service = UpstreamService(
         runtime.services.deps,
         sessions=runtime.services.sessions,
