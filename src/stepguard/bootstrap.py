@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
+from weakref import WeakKeyDictionary
 
 import structlog
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import FastAPI
+from prometheus_client import Counter
 
 from stepguard.adapters.crypto import SecretBox
 from stepguard.adapters.delivery import (
@@ -35,10 +37,13 @@ from stepguard.adapters.delivery import (
 from stepguard.adapters.observability import Metrics, MetricsObserver, configure_logging
 from stepguard.adapters.storage import SqlStore
 from stepguard.adapters.system import SystemClock, SystemRng
+from stepguard.adapters.upstream import HttpUpstreamClient
 from stepguard.adapters.web import build_app
 from stepguard.adapters.web.forward_auth import ForwardAuthConfig
 from stepguard.adapters.web.pages import PagesConfig
-from stepguard.core.errors import ConfigurationError, PolicyError
+from stepguard.adapters.web.upstream import upstream_router
+from stepguard.core.assurance import AssuranceLevel, AuthMethod
+from stepguard.core.errors import ConfigurationError, InvalidRequestError, PolicyError
 from stepguard.core.factors.oob import Channel
 from stepguard.core.factors.webauthn import RelyingParty
 from stepguard.core.lockout import LockoutPolicy
@@ -48,12 +53,14 @@ from stepguard.core.ports import Rng
 from stepguard.core.risk import LevelThresholds, RiskLevel
 from stepguard.core.risk.engine import RiskConfig, RiskModel
 from stepguard.core.secret import Secret
+from stepguard.core.upstream import UpstreamConfig
 from stepguard.service.container import Services
 from stepguard.service.deps import Deps, PolicyHolder, ServiceConfig
 from stepguard.service.outbound import DeliveryConfig, Outbound, SendLimit
 from stepguard.service.ports import Clock, EmailSender, RiskAssessor, SmsSender
 from stepguard.service.push_ports import PushConfig, PushPorts
 from stepguard.service.risk import EngineSettings, StaticRiskAssessor
+from stepguard.service.upstream import UpstreamService
 from stepguard.settings import Settings
 
 _log = structlog.get_logger("stepguard.maintenance")
@@ -457,6 +464,7 @@ def app_for(runtime: Runtime) -> FastAPI:
         pages=pages_config(settings),
         forward_auth=forward_auth_config(settings),
     )
+    include_upstream_login(app, runtime)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -483,3 +491,91 @@ def create_app() -> FastAPI:
     settings = Settings()
     configure_logging(level=settings.log_level, json=settings.log_json)
     return app_for(build_runtime(settings))
+
+
+# --- sign-in at upstream OpenID Providers (docs/upstream.md) ---------------------------------
+
+
+def upstream_configs(settings: Settings) -> dict[str, UpstreamConfig]:
+    """The configured upstreams, checked (refuses to start on a bad entry)."""
+    configs: dict[str, UpstreamConfig] = {}
+    for entry in settings.upstreams:
+        where = f"upstream {entry.name}"
+        if entry.name in configs:
+            raise ConfigurationError(f"{where}: the name is used twice")
+        if (entry.client_secret is None) == (entry.client_secret_file is None):
+            raise ConfigurationError(
+                f"{where}: set exactly one of client_secret, client_secret_file"
+            )
+        if entry.client_secret is not None:
+            secret = entry.client_secret.get_secret_value()
+        else:
+            assert entry.client_secret_file is not None
+            try:
+                secret = entry.client_secret_file.read_text(encoding="utf-8").strip()
+            except OSError as error:
+                raise ConfigurationError(
+                    f"{where}: cannot read client_secret_file: {error.strerror}"
+                ) from None
+        parts = urlsplit(entry.issuer)
+        if parts.scheme != "https" and not _is_loopback((parts.hostname or "").lower()):
+            raise ConfigurationError(f"{where}: the issuer must be https (or on loopback)")
+        try:
+            configs[entry.name] = UpstreamConfig(
+                name=entry.name,
+                label=entry.label,
+                issuer=entry.issuer,
+                client_id=entry.client_id,
+                client_secret=Secret(secret),
+                scopes=tuple(entry.scopes.split()),
+                trusted_assurance=entry.trusted_assurance,
+                amr_map={
+                    key: tuple(AuthMethod(v) for v in values)
+                    for key, values in entry.amr_map.items()
+                },
+                acr_map={key: AssuranceLevel.from_acr(v) for key, v in entry.acr_map.items()},
+                max_level=AssuranceLevel.from_acr(entry.max_acr),
+                untrusted_amr=tuple(AuthMethod(v) for v in entry.untrusted_amr),
+                subject_claim=entry.subject_claim,
+                create_subjects=entry.create_subjects,
+                algorithms=tuple(entry.algorithms),
+            )
+        except (ValueError, InvalidRequestError) as error:
+            raise ConfigurationError(f"{where}: {error}") from None
+    return configs
+
+
+_UPSTREAM_COUNTERS: WeakKeyDictionary[Metrics, Counter] = WeakKeyDictionary()
+
+
+def _upstream_counter(metrics: Metrics) -> Counter:
+    """The upstream sign-in counter of this registry (one per registry, however many apps
+    are built on one runtime)."""
+    counter = _UPSTREAM_COUNTERS.get(metrics)
+    if counter is None:
+        counter = Counter(
+            "stepguard_upstream_logins",
+            "Upstream sign-ins by upstream and outcome (started, succeeded, failed:<reason>).",
+            ["upstream", "outcome"],
+            registry=metrics.registry,
+        )
+        _UPSTREAM_COUNTERS[metrics] = counter
+    return counter
+
+
+def include_upstream_login(app: FastAPI, runtime: Runtime) -> None:
+    """``/login/upstream/{name}`` and its callback, for the configured upstreams."""
+    settings = runtime.settings
+    configs = upstream_configs(settings)
+    counter = _upstream_counter(runtime.metrics)
+    service = UpstreamService(
+        runtime.services.deps,
+        sessions=runtime.services.sessions,
+        client=HttpUpstreamClient(timeout_seconds=settings.upstream_timeout_seconds),
+        upstreams=configs,
+        on_outcome=lambda name, outcome: counter.labels(
+            upstream=name if name in configs else "unknown", outcome=outcome
+        ).inc(),
+    )
+    app.state.upstream = service
+    app.include_router(upstream_router(runtime.services, service, pages_config(settings)))

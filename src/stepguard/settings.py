@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,31 @@ from pydantic_settings import (
 )
 
 PositiveSeconds = Annotated[int, Field(gt=0, strict=True)]
+
+
+class UpstreamSettings(BaseModel):
+    """One upstream OpenID Provider (docs/upstream.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")
+    label: str = Field(min_length=1, max_length=64)
+    issuer: str = Field(pattern=r"^https?://[^\s#?]+$")
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    scopes: str = "openid email profile"
+    trusted_assurance: bool = False
+    # Upstream amr value -> StepGuard RFC 8176 values; upstream acr -> StepGuard level.
+    amr_map: dict[str, list[str]] = Field(default_factory=dict)
+    acr_map: dict[str, str] = Field(default_factory=dict)
+    # The highest level this upstream may vouch for (acr_map never maps above it).
+    max_acr: str = "aal2"
+    # What an untrusted upstream's sign-in counts as (one factor kind: aal1).
+    untrusted_amr: list[str] = Field(default_factory=lambda: ["pwd"])
+    subject_claim: str = Field(default="sub", min_length=1)
+    create_subjects: bool = True
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256", "PS256", "EdDSA"])
 
 
 class Settings(BaseSettings):
@@ -157,6 +182,10 @@ class Settings(BaseSettings):
         ]
     )
     webpush_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+
+    # Sign-in at upstream OpenID Providers (docs/upstream.md); JSON list in the environment.
+    upstreams: list[UpstreamSettings] = Field(default_factory=list)
+    upstream_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
 
     @classmethod
     def settings_customise_sources(

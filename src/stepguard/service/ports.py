@@ -41,6 +41,7 @@ from stepguard.core.risk import RiskAssessment
 from stepguard.core.secret import Secret
 from stepguard.service.push_ports import PushRepository
 from stepguard.service.risk_ports import RiskRepository
+from stepguard.service.upstream_ports import UpstreamLoginRepository
 
 
 class Clock(Protocol):
@@ -322,6 +323,7 @@ class UnitOfWork(Protocol):
     deliveries: DeliveryRepository
     push: PushRepository
     expired: ExpiryRepository
+    upstream_logins: UpstreamLoginRepository
 
 
 class Store(Protocol):

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from stepguard.core.assurance import AuthMethod, SessionAssurance, primary_factors, summarize
+from stepguard.core.assurance import (
+    AuthMethod,
+    CompletedFactor,
+    SessionAssurance,
+    primary_factors,
+    summarize,
+)
 from stepguard.core.errors import InvalidRequestError, NotFoundError, SessionInvalidError
 from stepguard.core.ids import new_id
 from stepguard.core.model import AuditEvent, Session
@@ -97,3 +103,46 @@ class SessionService:
                     actor=actor,
                 )
             )
+
+    async def create_federated(
+        self,
+        *,
+        subject_id: str,
+        factors: Sequence[CompletedFactor],
+        ip: str | None,
+        user_agent: str | None,
+        actor: str | None,
+        details: dict[str, object],
+    ) -> tuple[Session, SessionAssurance]:
+        """A session whose primary factors were proven elsewhere (an upstream OpenID
+        Provider, docs/upstream.md): ``factors`` carry their own completion times."""
+        if not factors or not all(f.primary for f in factors):
+            raise InvalidRequestError("a federated session needs primary factors")
+        now = self._deps.clock.now()
+        session = Session(
+            id=new_id(self._deps.rng, "ses"),
+            subject_id=subject_id,
+            created_at=now,
+            expires_at=now + self._deps.config.session_ttl,
+            ip=ip,
+            user_agent=user_agent,
+            factors=tuple(factors),
+        )
+        assurance = summarize(session.factors)
+        async with self._deps.store.transaction() as uow:
+            if await uow.subjects.get(subject_id) is None:
+                raise NotFoundError("No such subject.")
+            await uow.sessions.add(session)
+            await uow.audit.append(
+                AuditEvent(
+                    type="session.created",
+                    at=now,
+                    outcome="ok",
+                    subject_id=subject_id,
+                    session_id=session.id,
+                    actor=actor,
+                    details={"amr": list(assurance.amr), "ip": ip, **details},
+                )
+            )
+        await self._deps.risk.learn(session=session, action="login", device_id=None, now=now)
+        return session, assurance

@@ -37,6 +37,7 @@ from stepguard.adapters.storage._deliveries import SqlDeliveryRepository
 from stepguard.adapters.storage._engine import STORAGE_ERRORS, map_storage_error
 from stepguard.adapters.storage._expiry import SqlExpiryRepository
 from stepguard.adapters.storage._push import SqlPushRepository
+from stepguard.adapters.storage._upstream import SqlUpstreamLoginRepository
 from stepguard.adapters.storage._webauthn import SqlWebAuthnRepository
 from stepguard.adapters.storage.tables import (
     AUDIT_HEAD_ID,
@@ -91,6 +92,7 @@ from stepguard.service.ports import (
 )
 from stepguard.service.push_ports import PushRepository
 from stepguard.service.risk_ports import RiskRepository
+from stepguard.service.upstream_ports import UpstreamLoginRepository
 
 __all__ = ["ReadOnlyTransactionError", "SqlUnitOfWork", "canonical_audit_event"]
 
@@ -966,6 +968,7 @@ class SqlUnitOfWork:
         "risk",
         "sessions",
         "subjects",
+        "upstream_logins",
         "webauthn",
     )
 
@@ -983,6 +986,7 @@ class SqlUnitOfWork:
     deliveries: DeliveryRepository
     push: PushRepository
     expired: ExpiryRepository
+    upstream_logins: UpstreamLoginRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -1001,6 +1005,7 @@ class SqlUnitOfWork:
         self.deliveries = SqlDeliveryRepository(connection)
         self.push = SqlPushRepository(connection, box)
         self.expired = SqlExpiryRepository(connection)
+        self.upstream_logins = SqlUpstreamLoginRepository(connection, box)
 
     @property
     def connection(self) -> AsyncConnection:

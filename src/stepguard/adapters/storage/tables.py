@@ -50,6 +50,7 @@ __all__ = [
     "session_factors",
     "sessions",
     "subjects",
+    "upstream_logins",
     "webauthn_ceremonies",
     "webauthn_credentials",
 ]
@@ -538,4 +539,21 @@ push_blocks = Table(
     Column("subject_id", Text, ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True),
     Column("blocked_until", UtcDateTime, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+)
+
+# Sign-ins at an upstream OpenID Provider in flight (docs/upstream.md), by SHA-256 of their
+# ``state``; single use is a conditional UPDATE on ``used_at``. The nonce and the PKCE
+# verifier are encrypted (SecretBox); the browser binding cookie is stored as its hash.
+upstream_logins = Table(
+    "upstream_logins",
+    metadata,
+    Column("state_hash", Text, primary_key=True),
+    Column("upstream", Text, nullable=False),
+    Column("browser_hash", Text, nullable=False),
+    Column("nonce_enc", Text, nullable=False),
+    Column("code_verifier_enc", Text, nullable=False),
+    Column("return_to", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+    Column("used_at", UtcDateTime, nullable=True),
 )

@@ -421,6 +421,7 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
             webauthn=config.webauthn,
             FactorType=FactorType,
             FactorStatus=FactorStatus,
+            subject_id=browser.subject_id,
         )
 
     async def step_up_first(browser: BrowserSession) -> Response:
