@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import timedelta
 
-from stepguard.core.assurance import AuthMethod, SessionAssurance, primary_factors, summarize
+from stepguard.core.assurance import (
+    AuthMethod,
+    CompletedFactor,
+    SessionAssurance,
+    primary_factors,
+    summarize,
+)
 from stepguard.core.errors import InvalidRequestError, NotFoundError, SessionInvalidError
 from stepguard.core.ids import new_id
 from stepguard.core.model import AuditEvent, Session
@@ -97,3 +103,50 @@ class SessionService:
                     actor=actor,
                 )
             )
+
+    # --- sign-in on StepGuard itself (service.login) ---------------------------------------
+
+    async def create_verified(
+        self,
+        *,
+        subject_id: str,
+        factors: Sequence[CompletedFactor],
+        ip: str | None,
+        user_agent: str | None,
+        actor: str | None,
+        via: str,
+    ) -> tuple[Session, SessionAssurance]:
+        """A session whose primary factors StepGuard verified itself (a password, or a
+        WebAuthn assertion recorded as :func:`~stepguard.core.assurance.webauthn_factor`
+        marked primary), audited as ``session.created`` like :meth:`create`; the risk
+        engine learns the login."""
+        if not any(f.primary for f in factors):
+            raise InvalidRequestError("a session needs a primary factor")
+        now = self._deps.clock.now()
+        session = Session(
+            id=new_id(self._deps.rng, "ses"),
+            subject_id=subject_id,
+            created_at=now,
+            expires_at=now + self._deps.config.session_ttl,
+            ip=ip,
+            user_agent=user_agent,
+            factors=tuple(factors),
+        )
+        assurance = summarize(session.factors)
+        async with self._deps.store.transaction() as uow:
+            if await uow.subjects.get(subject_id) is None:
+                raise NotFoundError("No such subject.")
+            await uow.sessions.add(session)
+            await uow.audit.append(
+                AuditEvent(
+                    type="session.created",
+                    at=now,
+                    outcome="ok",
+                    subject_id=subject_id,
+                    session_id=session.id,
+                    actor=actor,
+                    details={"amr": list(assurance.amr), "ip": ip, "via": via},
+                )
+            )
+        await self._deps.risk.learn(session=session, action="login", device_id=None, now=now)
+        return session, assurance

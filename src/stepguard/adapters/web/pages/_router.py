@@ -419,6 +419,7 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
             has_recovery=any(f.type is FactorType.RECOVERY_CODE for f in factors),
             credentials=credentials,
             webauthn=config.webauthn,
+            signed_in_as=browser.subject_id,
             FactorType=FactorType,
             FactorStatus=FactorStatus,
         )
