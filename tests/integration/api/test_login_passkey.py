@@ -7,6 +7,7 @@ no user verification, nothing posted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
@@ -262,3 +263,15 @@ async def test_nothing_posted_and_bad_csrf_are_refused(api: Harness) -> None:
         assert cross.status_code == 403
     reasons = [e["details"]["reason"] for e in await api.audit(type="page.refused")]
     assert "login: no passkey credential from the browser" in reasons
+
+
+async def test_one_assertion_posted_five_times_at_once_signs_in_once(api: Harness) -> None:
+    key = SoftAuthenticator(counter_step=0)  # a counter-less passkey: only the ceremony decides
+    await register(api, key)
+    async with browser(api) as b:
+        csrf, options = await begin(b)
+        credential = key.get(options, origin=PUBLIC, credential_id=only_credential(key))
+        responses = await asyncio.gather(*(answer(b, csrf, credential) for _ in range(5)))
+    assert sorted(r.status_code for r in responses) == [303, 401, 401, 401, 401]
+    assert await failures(api) == ["no_ceremony"] * 4
+    assert len(await api.audit(type="session.created")) == 1
