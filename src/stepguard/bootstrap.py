@@ -34,11 +34,18 @@ from stepguard.adapters.delivery import (
     TwilioSmsSender,
     WebhookSmsSender,
 )
-from stepguard.adapters.observability import Metrics, MetricsObserver, configure_logging
+from stepguard.adapters.observability import (
+    LoginMetrics,
+    Metrics,
+    MetricsObserver,
+    configure_logging,
+)
+from stepguard.adapters.passwords import Argon2Hasher
 from stepguard.adapters.storage import SqlStore
 from stepguard.adapters.system import SystemClock, SystemRng
 from stepguard.adapters.upstream import HttpUpstreamClient
 from stepguard.adapters.web import build_app
+from stepguard.adapters.web.app import install_login
 from stepguard.adapters.web.forward_auth import ForwardAuthConfig
 from stepguard.adapters.web.pages import PagesConfig
 from stepguard.adapters.web.upstream import upstream_router
@@ -47,6 +54,7 @@ from stepguard.core.errors import ConfigurationError, InvalidRequestError, Polic
 from stepguard.core.factors.oob import Channel
 from stepguard.core.factors.webauthn import RelyingParty
 from stepguard.core.lockout import LockoutPolicy
+from stepguard.core.passwords import HashProfile, IpLimitPolicy, PasswordPolicy
 from stepguard.core.policy.loader import load_policy
 from stepguard.core.policy.model import CompiledPolicy
 from stepguard.core.ports import Rng
@@ -56,6 +64,7 @@ from stepguard.core.secret import Secret
 from stepguard.core.upstream import UpstreamConfig
 from stepguard.service.container import Services
 from stepguard.service.deps import Deps, PolicyHolder, ServiceConfig
+from stepguard.service.login import LoginConfig, LoginService
 from stepguard.service.outbound import DeliveryConfig, Outbound, SendLimit
 from stepguard.service.ports import Clock, EmailSender, RiskAssessor, SmsSender
 from stepguard.service.push_ports import PushConfig, PushPorts
@@ -464,7 +473,14 @@ def app_for(runtime: Runtime) -> FastAPI:
         pages=pages_config(settings),
         forward_auth=forward_auth_config(settings),
     )
-    include_upstream_login(app, runtime)
+    upstreams = include_upstream_login(app, runtime)
+    install_login(
+        app,
+        runtime.services,
+        login_service(settings, runtime),
+        pages=pages_config(settings),
+        upstreams=[(config.label, f"/login/upstream/{name}") for name, config in upstreams.items()],
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -563,8 +579,9 @@ def _upstream_counter(metrics: Metrics) -> Counter:
     return counter
 
 
-def include_upstream_login(app: FastAPI, runtime: Runtime) -> None:
-    """``/login/upstream/{name}`` and its callback, for the configured upstreams."""
+def include_upstream_login(app: FastAPI, runtime: Runtime) -> dict[str, UpstreamConfig]:
+    """``/login/upstream/{name}`` and its callback, for the configured upstreams (returned,
+    for the sign-in page's links)."""
     settings = runtime.settings
     configs = upstream_configs(settings)
     counter = _upstream_counter(runtime.metrics)
@@ -579,3 +596,43 @@ def include_upstream_login(app: FastAPI, runtime: Runtime) -> None:
     )
     app.state.upstream = service
     app.include_router(upstream_router(runtime.services, service, pages_config(settings)))
+    return configs
+
+
+# --- sign-in on StepGuard itself (docs/login.md) -----------------------------------------
+
+
+def password_hasher(settings: Settings) -> Argon2Hasher:
+    """argon2id with the configured parameters; the cheap test profile only in dev mode."""
+    profile = HashProfile(settings.password_hash_profile)
+    if profile is HashProfile.TEST and not settings.dev_mode:
+        raise ConfigurationError(
+            "password_hash_profile test (cheap hashes) is allowed only with STEPGUARD_DEV_MODE=1"
+        )
+    return Argon2Hasher(profile)
+
+
+def login_config(settings: Settings) -> LoginConfig:
+    try:
+        return LoginConfig(
+            policy=PasswordPolicy(min_length=settings.password_min_length),
+            ip_limit=IpLimitPolicy(
+                max_failures=settings.login_ip_max_failures,
+                window_seconds=settings.login_ip_window_seconds,
+            ),
+            lockout=service_config(settings).lockout,
+        )
+    except ValueError as error:
+        raise ConfigurationError(f"login: {error}") from None
+
+
+def login_service(settings: Settings, runtime: Runtime) -> LoginService:
+    """Sign-in with a password or a passkey, over the runtime's services and metrics."""
+    services = runtime.services
+    return LoginService(
+        services.deps,
+        sessions=services.sessions,
+        hasher=password_hasher(settings),
+        config=login_config(settings),
+        on_outcome=LoginMetrics(runtime.metrics),
+    )

@@ -415,3 +415,44 @@ def demo_code(var_dir: Path) -> None:
     from stepguard.demo.seed import current_demo_code
 
     click.echo(current_demo_code(var_dir))
+
+
+# --- subjects: passwords for sign-in on StepGuard (docs/login.md) ------------------------
+
+
+@main.group()
+def subjects() -> None:
+    """The subjects (users) StepGuard knows."""
+
+
+@subjects.command("set-password")
+@click.argument("subject_id")
+@click.option(
+    "--stdin",
+    "from_stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input (for scripts).",
+)
+def subjects_set_password(subject_id: str, from_stdin: bool) -> None:
+    """Set SUBJECT_ID's password for /login. Prompted for (twice, hidden), or read from
+    standard input; never taken from the command line."""
+    from stepguard.bootstrap import login_service
+    from stepguard.core.secret import Secret
+
+    if from_stdin or not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        password = password.removesuffix("\r")
+    else:
+        password = click.prompt(
+            "New password", hide_input=True, confirmation_prompt=True, show_default=False
+        )
+    if not password:
+        raise click.ClickException("no password given")
+
+    async def action(runtime: Any) -> Any:
+        login = login_service(runtime.settings, runtime)
+        await login.set_password(subject_id, Secret(password), actor="cli")
+
+    _run(_with_runtime(action))
+    click.echo("password set", err=True)

@@ -186,6 +186,16 @@ class Settings(BaseSettings):
     # Sign-in at upstream OpenID Providers (docs/upstream.md); JSON list in the environment.
     upstreams: list[UpstreamSettings] = Field(default_factory=list)
     upstream_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    # Sign-in on StepGuard itself (docs/login.md).
+    # argon2id parameters for new hashes; old hashes are rehashed on sign-in. "test" is for
+    # tests only (cheap), and refused outside dev mode (STEPGUARD_DEV_MODE=1).
+    password_hash_profile: Literal["rfc9106_low_memory", "rfc9106_high_memory", "test"] = (
+        "rfc9106_low_memory"  # noqa: S105 - a parameter profile's name, not a password
+    )
+    password_min_length: int = Field(default=8, ge=8, le=64)
+    # Failed sign-ins per client IP (IPv6: per /64) within the window, then refused.
+    login_ip_max_failures: int = Field(default=20, ge=1)
+    login_ip_window_seconds: PositiveSeconds = 900
 
     @classmethod
     def settings_customise_sources(

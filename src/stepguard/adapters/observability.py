@@ -90,3 +90,19 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+class LoginMetrics:
+    """Sign-ins on StepGuard (docs/login.md), by method and outcome, on the app's registry."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._logins = Counter(
+            "stepguard_logins",
+            "Sign-ins on StepGuard by method (password, passkey) and outcome "
+            "(succeeded, failed, locked).",
+            ["method", "outcome"],
+            registry=metrics.registry,
+        )
+
+    def __call__(self, method: str, outcome: str) -> None:
+        self._logins.labels(method=method, outcome=outcome).inc()

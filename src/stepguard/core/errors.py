@@ -187,3 +187,20 @@ class PushRateLimitedError(StepGuardError):
 
     code = "push_rate_limited"
     default_message = "Push approval is not available right now. Use another factor."
+
+
+class PasswordRejectedError(InvalidRequestError):
+    """A new password that the password policy refuses (too short, too long, equal to the
+    account's email or id). The message says which rule, to the administrator setting it."""
+
+    code = "password_rejected"
+    default_message = "The password does not meet the password policy."
+
+
+class LoginFailedError(StepGuardError):
+    """One answer for every failed sign-in on StepGuard: unknown account, wrong password, no
+    password, locked account, too many attempts from the address, a passkey that did not
+    verify. The precise reason goes to the audit log (``login.failed``) only."""
+
+    code = "login_failed"
+    default_message = "That email or password is not right."

@@ -39,6 +39,7 @@ from stepguard.core.notices import Notice, NoticeType
 from stepguard.core.pages import BrowserSession, PageToken
 from stepguard.core.risk import RiskAssessment
 from stepguard.core.secret import Secret
+from stepguard.service.login_ports import LoginRepository
 from stepguard.service.push_ports import PushRepository
 from stepguard.service.risk_ports import RiskRepository
 from stepguard.service.upstream_ports import UpstreamLoginRepository
@@ -324,6 +325,7 @@ class UnitOfWork(Protocol):
     push: PushRepository
     expired: ExpiryRepository
     upstream_logins: UpstreamLoginRepository
+    logins: LoginRepository
 
 
 class Store(Protocol):

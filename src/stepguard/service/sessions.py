@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from stepguard.core.assurance import (
@@ -104,7 +104,9 @@ class SessionService:
                 )
             )
 
-    async def create_federated(
+    # --- sign-in on StepGuard itself or at an upstream provider -----------------------------
+
+    async def create_signed_in(
         self,
         *,
         subject_id: str,
@@ -112,12 +114,16 @@ class SessionService:
         ip: str | None,
         user_agent: str | None,
         actor: str | None,
-        details: dict[str, object],
+        details: Mapping[str, object],
     ) -> tuple[Session, SessionAssurance]:
-        """A session whose primary factors were proven elsewhere (an upstream OpenID
-        Provider, docs/upstream.md): ``factors`` carry their own completion times."""
-        if not factors or not all(f.primary for f in factors):
-            raise InvalidRequestError("a federated session needs primary factors")
+        """A session whose primary factors were proven by a sign-in that StepGuard ran: a
+        password or passkey on ``/login`` (docs/login.md), or an upstream OpenID Provider
+        (docs/upstream.md). ``factors`` carry their own completion times; a passkey sign-in
+        adds the assertion as a step-up proof beside the primary factor. Audited as
+        ``session.created`` like :meth:`create` (with ``details``); the risk engine learns
+        the login."""
+        if not any(f.primary for f in factors):
+            raise InvalidRequestError("a signed-in session needs a primary factor")
         now = self._deps.clock.now()
         session = Session(
             id=new_id(self._deps.rng, "ses"),

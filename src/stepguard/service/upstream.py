@@ -248,13 +248,13 @@ class UpstreamService:
         await self._ensure_subject(
             config, subject_id, email=claims.email if claims.email_verified else None
         )
-        session, assurance = await self._sessions.create_federated(
+        session, assurance = await self._sessions.create_signed_in(
             subject_id=subject_id,
             factors=factors,
             ip=ip,
             user_agent=user_agent,
             actor=UPSTREAM_ACTOR,
-            details={"upstream": name},
+            details={"via": f"upstream:{name}"},
         )
         async with deps.store.transaction() as uow:
             await uow.audit.append(

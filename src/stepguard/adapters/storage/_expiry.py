@@ -24,6 +24,8 @@ __all__ = ["EXPIRING", "SqlExpiryRepository"]
 # (table, its expiry column), children first.
 EXPIRING: Final[tuple[tuple[Table, Column[datetime]], ...]] = (
     (t.webauthn_ceremonies, t.webauthn_ceremonies.c.expires_at),
+    (t.login_ceremonies, t.login_ceremonies.c.expires_at),
+    (t.upstream_logins, t.upstream_logins.c.expires_at),
     (t.page_tokens, t.page_tokens.c.expires_at),
     (t.browser_sessions, t.browser_sessions.c.expires_at),
     (t.delivery_codes, t.delivery_codes.c.expires_at),

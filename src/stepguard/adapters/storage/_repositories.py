@@ -36,6 +36,7 @@ from stepguard.adapters.storage import _pages
 from stepguard.adapters.storage._deliveries import SqlDeliveryRepository
 from stepguard.adapters.storage._engine import STORAGE_ERRORS, map_storage_error
 from stepguard.adapters.storage._expiry import SqlExpiryRepository
+from stepguard.adapters.storage._login import SqlLoginRepository
 from stepguard.adapters.storage._push import SqlPushRepository
 from stepguard.adapters.storage._upstream import SqlUpstreamLoginRepository
 from stepguard.adapters.storage._webauthn import SqlWebAuthnRepository
@@ -76,6 +77,7 @@ from stepguard.core.model import (
     TotpParameters,
 )
 from stepguard.core.secret import Secret
+from stepguard.service.login_ports import LoginRepository
 from stepguard.service.ports import (
     ApiKeyRepository,
     AuditLog,
@@ -963,6 +965,7 @@ class SqlUnitOfWork:
         "expired",
         "factors",
         "grants",
+        "logins",
         "page_tokens",
         "push",
         "risk",
@@ -987,6 +990,7 @@ class SqlUnitOfWork:
     push: PushRepository
     expired: ExpiryRepository
     upstream_logins: UpstreamLoginRepository
+    logins: LoginRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -1006,6 +1010,7 @@ class SqlUnitOfWork:
         self.push = SqlPushRepository(connection, box)
         self.expired = SqlExpiryRepository(connection)
         self.upstream_logins = SqlUpstreamLoginRepository(connection, box)
+        self.logins = SqlLoginRepository(connection)
 
     @property
     def connection(self) -> AsyncConnection:

@@ -38,8 +38,12 @@ __all__ = [
     "delivery_log",
     "factors",
     "grants",
+    "login_ceremonies",
+    "login_counters",
+    "login_ip_failures",
     "metadata",
     "page_tokens",
+    "passwords",
     "push_blocks",
     "push_devices",
     "push_requests",
@@ -553,6 +557,47 @@ upstream_logins = Table(
     Column("nonce_enc", Text, nullable=False),
     Column("code_verifier_enc", Text, nullable=False),
     Column("return_to", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False, index=True),
+    Column("used_at", UtcDateTime, nullable=True),
+)
+
+# Sign-in on StepGuard itself (docs/login.md). A subject's password as an argon2id PHC
+# string; its consecutive failed sign-ins (LockoutPolicy); failed sign-ins per client IP
+# (a sliding window, rows pruned as the window moves); usernameless passkey ceremonies, bound
+# to the SHA-256 of the browser's pre-login cookie and consumed once.
+passwords = Table(
+    "passwords",
+    metadata,
+    Column("subject_id", Text, ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True),
+    Column("hash", Text, nullable=False),
+    Column("set_at", UtcDateTime, nullable=False),
+)
+
+login_counters = Table(
+    "login_counters",
+    metadata,
+    Column("subject_id", Text, ForeignKey("subjects.id", ondelete="CASCADE"), primary_key=True),
+    Column("failed_attempts", Integer, nullable=False),
+    Column("locked_until", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+login_ip_failures = Table(
+    "login_ip_failures",
+    metadata,
+    Column("id", big_int_pk(), primary_key=True, autoincrement=True),
+    Column("ip", Text, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Index("ix_login_ip_failures_ip_at", "ip", "at"),
+)
+
+login_ceremonies = Table(
+    "login_ceremonies",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("challenge", LargeBinary, nullable=False, unique=True),
+    Column("binding", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False, index=True),
     Column("used_at", UtcDateTime, nullable=True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import segno
@@ -66,6 +67,7 @@ from stepguard.sdk.rfc9470 import StepUpChallenge, format_www_authenticate
 from stepguard.service.container import Services
 from stepguard.service.decisions import DecisionRequest
 from stepguard.service.delivery import OOB_FACTOR_TYPES
+from stepguard.service.login import LoginService
 from stepguard.service.webauthn import WebAuthnRegistrationRequest
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -564,3 +566,22 @@ def build_app(
         config=forward_auth or ForwardAuthConfig(),
     )
     return app
+
+
+# --- sign-in on StepGuard itself (docs/login.md) -----------------------------------------
+
+
+def install_login(
+    app: FastAPI,
+    services: Services,
+    login: LoginService,
+    *,
+    pages: PagesConfig,
+    upstreams: Sequence[tuple[str, str]] = (),
+) -> None:
+    """Add ``/login``, ``/logout`` and ``/v1/subjects/{id}/password`` to an app from
+    :func:`build_app` (the composition root calls it when it wires sign-in)."""
+    from stepguard.adapters.web.login import login_router, password_api_router
+
+    app.include_router(password_api_router(services, login, caller=_api_key, responses=ERRORS))
+    app.include_router(login_router(services, login, pages, upstreams=upstreams))

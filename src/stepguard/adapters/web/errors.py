@@ -83,3 +83,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected)
+
+
+# Sign-in on StepGuard (docs/login.md).
+STATUS_BY_CODE[errors.PasswordRejectedError.code] = 400
+STATUS_BY_CODE[errors.LoginFailedError.code] = 403

@@ -44,7 +44,7 @@ from stepguard.service.container import Services
 from stepguard.service.factors import MANAGE_ACTION
 from stepguard.service.pages import PAGES_ACTOR, BrowserLogin
 
-__all__ = ["SECURITY_HEADERS", "PagesConfig", "pages_router", "set_browser_cookie"]
+__all__ = ["SECURITY_HEADERS", "PagesConfig", "pages_router", "same_origin", "set_browser_cookie"]
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9._@:+\-]{0,127}$"
 _ID_PATTERN: Final = re.compile(_ID, re.ASCII)
@@ -162,7 +162,7 @@ _templates = Environment(
 )
 
 
-def _same_origin(request: Request, public_origin: str) -> bool:
+def same_origin(request: Request, public_origin: str) -> bool:
     """Whether a form post comes from the pages themselves, as far as the browser says.
 
     ``Origin`` is checked when it names an origin. Under ``Referrer-Policy: no-referrer``
@@ -248,7 +248,7 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
         form = {k: v for k, v in raw.items() if isinstance(v, str)}
         value = cookie(request) or ""
         reason = None
-        if not _same_origin(request, config.public_origin):
+        if not same_origin(request, config.public_origin):
             reason = "cross-origin form post"
         elif not csrf_valid(value, form.get("csrf", "")):
             reason = "missing or wrong CSRF token"
@@ -419,6 +419,7 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
             has_recovery=any(f.type is FactorType.RECOVERY_CODE for f in factors),
             credentials=credentials,
             webauthn=config.webauthn,
+            signed_in_as=browser.subject_id,
             FactorType=FactorType,
             FactorStatus=FactorStatus,
             subject_id=browser.subject_id,

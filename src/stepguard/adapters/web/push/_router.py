@@ -34,7 +34,7 @@ from stepguard.adapters.web.pages._router import (
     MAX_CODE,
     SECURITY_HEADERS,
     PageId,
-    _same_origin,
+    same_origin,
 )
 from stepguard.adapters.web.pages._urls import safe_return_to, with_query
 from stepguard.adapters.web.push_schemas import (
@@ -200,7 +200,7 @@ def push_router(
         form = {k: v for k, v in raw.items() if isinstance(v, str)}
         value = request.cookies.get(config.cookie_name) or ""
         reason = None
-        if not _same_origin(request, config.public_origin):
+        if not same_origin(request, config.public_origin):
             reason = "cross-origin form post"
         elif not csrf_valid(value, form.get("csrf", "")):
             reason = "missing or wrong CSRF token"
@@ -563,7 +563,7 @@ def push_router(
     @router.post("/approve/api/subscription", include_in_schema=False, status_code=204)
     async def subscription(request: Request, body: SubscriptionIn) -> Response:
         device = await device_of(request)
-        if device is None or not _same_origin(request, config.public_origin):
+        if device is None or not same_origin(request, config.public_origin):
             return json_error(403, "device_unknown")
         await push.subscribe(device, body.model_dump())
         return Response(status_code=204, headers=approve_headers())

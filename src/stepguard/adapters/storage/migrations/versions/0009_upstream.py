@@ -1,7 +1,7 @@
 """Upstream sign-in: sign-ins at an upstream OpenID Provider in flight.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-11-28
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from stepguard.adapters.storage._types import UtcDateTime
 
 revision: str = "0009"
-down_revision: str | Sequence[str] | None = "0006"
+down_revision: str | Sequence[str] | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
