@@ -39,6 +39,7 @@ from stepguard.core.notices import Notice, NoticeType
 from stepguard.core.pages import BrowserSession, PageToken
 from stepguard.core.risk import RiskAssessment
 from stepguard.core.secret import Secret
+from stepguard.service.oidc_ports import OidcRepository
 from stepguard.service.push_ports import PushRepository
 from stepguard.service.risk_ports import RiskRepository
 
@@ -315,6 +316,7 @@ class UnitOfWork(Protocol):
     browser_sessions: BrowserSessionRepository
     deliveries: DeliveryRepository
     push: PushRepository
+    oidc: OidcRepository
 
 
 class Store(Protocol):

@@ -35,6 +35,7 @@ from stepguard.adapters.crypto import SecretBox
 from stepguard.adapters.storage import _pages
 from stepguard.adapters.storage._deliveries import SqlDeliveryRepository
 from stepguard.adapters.storage._engine import STORAGE_ERRORS, map_storage_error
+from stepguard.adapters.storage._oidc import SqlOidcRepository
 from stepguard.adapters.storage._push import SqlPushRepository
 from stepguard.adapters.storage._webauthn import SqlWebAuthnRepository
 from stepguard.adapters.storage.tables import (
@@ -74,6 +75,7 @@ from stepguard.core.model import (
     TotpParameters,
 )
 from stepguard.core.secret import Secret
+from stepguard.service.oidc_ports import OidcRepository
 from stepguard.service.ports import (
     ApiKeyRepository,
     AuditLog,
@@ -958,6 +960,7 @@ class SqlUnitOfWork:
         "deliveries",
         "factors",
         "grants",
+        "oidc",
         "page_tokens",
         "push",
         "risk",
@@ -979,6 +982,7 @@ class SqlUnitOfWork:
     browser_sessions: BrowserSessionRepository
     deliveries: DeliveryRepository
     push: PushRepository
+    oidc: OidcRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -996,6 +1000,7 @@ class SqlUnitOfWork:
         self.browser_sessions = _pages.SqlBrowserSessionRepository(connection)
         self.deliveries = SqlDeliveryRepository(connection)
         self.push = SqlPushRepository(connection, box)
+        self.oidc = SqlOidcRepository(connection, box)
 
     @property
     def connection(self) -> AsyncConnection:
