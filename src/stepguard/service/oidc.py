@@ -22,7 +22,13 @@ from urllib.parse import urlencode, urlsplit
 
 from stepguard.core.assurance import AssuranceLevel, Requirement, satisfies, summarize
 from stepguard.core.decision import Allow, Deny, StepUp
-from stepguard.core.errors import InvalidRequestError, NotFoundError, SessionInvalidError
+from stepguard.core.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PageLinkInvalidError,
+    SessionInvalidError,
+)
 from stepguard.core.ids import new_id, new_token, token_hash
 from stepguard.core.model import AuditEvent, Challenge, ChallengeStatus, Session, Subject
 from stepguard.core.oidc import rfc7636
@@ -219,8 +225,6 @@ class OidcService:
         )
         async with deps.store.transaction() as uow:
             if await uow.oidc.get_client(client.id) is not None:
-                from stepguard.core.errors import ConflictError
-
                 raise ConflictError("a client with this id exists")
             await uow.oidc.add_client(client)
             await uow.audit.append(
@@ -326,7 +330,7 @@ class OidcService:
             return None
         try:
             return await self._pages.browser(cookie)
-        except Exception:  # an unusable cookie is no sign-in
+        except PageLinkInvalidError:  # unknown, revoked or expired: no sign-in
             return None
 
     async def authorize(

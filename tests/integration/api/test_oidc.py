@@ -141,6 +141,8 @@ async def test_code_flow_with_step_up_issues_tokens_at_the_achieved_level(api: H
         )
         assert info.status_code == 200, info.text
         assert info.json() == {"sub": "alice", "email": "alice@example.com", "groups": ["staff"]}
+    metrics = (await api.anon.get("/metrics")).text
+    assert 'stepguard_oidc_events_total{event="code",outcome="redeemed"} 1.0' in metrics
     events = [e["type"] for e in await api.audit()]
     assert "decision.step_up" in events
     assert "oidc.code_issued" in events
