@@ -676,3 +676,29 @@ async def test_consent_page_for_clients_that_require_it(api: Harness) -> None:
 
 def _unused(_: Any) -> None:
     local("")
+
+
+async def test_signing_keys_are_encrypted_at_rest_and_follow_secret_key_rotation(
+    api: Harness,
+) -> None:
+    from sqlalchemy import select
+
+    from stepguard.adapters.crypto import SecretBox
+    from stepguard.adapters.storage import SqlStore
+    from stepguard.adapters.storage.tables import oidc_keys
+
+    published = (await api.anon.get("/oidc/jwks")).json()["keys"][0]
+    async with api.runtime.store.read() as uow:
+        rows = (await uow.execute(select(oidc_keys.c.private_enc))).all()
+    assert len(rows) == 1
+    assert published["x"] not in rows[0].private_enc  # not stored in the clear
+    old = [k.get_secret_value() for k in api.runtime.settings.secret_keys]
+    rotating = SqlStore(api.database_url, secret_box=SecretBox([SecretBox.generate_key(), *old]))
+    try:
+        assert await rotating.reencrypt_secrets() == 1
+        assert await rotating.reencrypt_secrets() == 0
+        async with rotating.read() as uow:
+            keys = await uow.oidc.published_keys()
+        assert [k.kid for k in keys] == [published["kid"]]
+    finally:
+        await rotating.close()
