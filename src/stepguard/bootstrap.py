@@ -65,6 +65,8 @@ from stepguard.core.upstream import UpstreamConfig
 from stepguard.service.container import Services
 from stepguard.service.deps import Deps, PolicyHolder, ServiceConfig
 from stepguard.service.login import LoginConfig, LoginService
+from stepguard.service.oidc import OidcService
+from stepguard.service.oidc_ports import OidcConfig
 from stepguard.service.outbound import DeliveryConfig, Outbound, SendLimit
 from stepguard.service.ports import Clock, EmailSender, RiskAssessor, SmsSender
 from stepguard.service.push_ports import PushConfig, PushPorts
@@ -408,6 +410,7 @@ class Runtime:
     store: SqlStore
     services: Services
     metrics: Metrics
+    oidc: OidcService | None = None
 
 
 def build_runtime(
@@ -439,7 +442,13 @@ def build_runtime(
         risk_thresholds=risk_thresholds(settings),
         forward_auth_cache_seconds=settings.forward_auth_cache_seconds,
     )
-    return Runtime(settings=settings, store=store, services=services, metrics=metrics)
+    return Runtime(
+        settings=settings,
+        store=store,
+        services=services,
+        metrics=metrics,
+        oidc=oidc_service(settings, services, metrics),
+    )
 
 
 async def _purge_periodically(runtime: Runtime) -> None:
@@ -472,6 +481,7 @@ def app_for(runtime: Runtime) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         pages=pages_config(settings),
         forward_auth=forward_auth_config(settings),
+        oidc=runtime.oidc,
     )
     upstreams = include_upstream_login(app, runtime)
     install_login(
@@ -635,4 +645,33 @@ def login_service(settings: Settings, runtime: Runtime) -> LoginService:
         hasher=password_hasher(settings),
         config=login_config(settings),
         on_outcome=LoginMetrics(runtime.metrics),
+    )
+
+
+# --- the OpenID Connect provider (docs/oidc.md) ------------------------------------------
+
+
+def oidc_config(settings: Settings) -> OidcConfig:
+    return OidcConfig(
+        issuer=(settings.oidc_issuer or public_url(settings)).rstrip("/"),
+        code_ttl_seconds=settings.oidc_code_ttl_seconds,
+        pending_ttl_seconds=settings.oidc_pending_ttl_seconds,
+        id_token_ttl_seconds=settings.oidc_id_token_ttl_seconds,
+        access_token_ttl_seconds=settings.oidc_access_token_ttl_seconds,
+        refresh_token_ttl_seconds=settings.oidc_refresh_token_ttl_seconds,
+        signing_alg=settings.oidc_signing_alg,
+    )
+
+
+def oidc_service(settings: Settings, services: Services, metrics: Metrics) -> OidcService:
+    """The OpenID Connect provider (docs/oidc.md) over the same services."""
+    from stepguard.adapters.oidc import JoserfcJose
+
+    return OidcService(
+        services.deps,
+        config=oidc_config(settings),
+        jose=JoserfcJose(),
+        decisions=services.decisions,
+        pages=services.pages,
+        count=lambda event, outcome: metrics.oidc.labels(event=event, outcome=outcome).inc(),
     )

@@ -456,3 +456,106 @@ def subjects_set_password(subject_id: str, from_stdin: bool) -> None:
 
     _run(_with_runtime(action))
     click.echo("password set", err=True)
+
+
+# --- OpenID Connect provider (docs/oidc.md) -------------------------------------------------
+
+
+@main.group()
+def oidc() -> None:
+    """The OpenID Connect provider: clients and signing keys."""
+
+
+@oidc.group("clients")
+def oidc_clients() -> None:
+    """Relying parties allowed to sign users in through StepGuard."""
+
+
+@oidc_clients.command("add")
+@click.option("--name", required=True, help="Shown to users on the consent page.")
+@click.option("--redirect-uri", "redirect_uris", multiple=True, required=True)
+@click.option("--post-logout-redirect-uri", "logout_uris", multiple=True)
+@click.option("--client-id", default=None, help="Default: a random id.")
+@click.option("--public", is_flag=True, help="No secret (PKCE only), e.g. a SPA or CLI.")
+@click.option("--refresh-tokens", is_flag=True, help="Issue refresh tokens without offline_access.")
+@click.option("--consent-required", is_flag=True, help="Ask the user before issuing.")
+@click.option("--audience", default=None, help="Access tokens' aud (default: the client id).")
+def oidc_clients_add(
+    name: str,
+    redirect_uris: tuple[str, ...],
+    logout_uris: tuple[str, ...],
+    client_id: str | None,
+    public: bool,
+    refresh_tokens: bool,
+    consent_required: bool,
+    audience: str | None,
+) -> None:
+    """Register a client; prints its id and (confidential clients) its secret, shown once."""
+    from stepguard.core.errors import StepGuardError
+
+    async def action(runtime: Any) -> Any:
+        return await runtime.oidc.add_client(
+            name=name,
+            client_id=client_id,
+            redirect_uris=redirect_uris,
+            post_logout_redirect_uris=logout_uris,
+            public=public,
+            refresh_tokens=refresh_tokens,
+            consent_required=consent_required,
+            audience=audience,
+            actor="cli",
+        )
+
+    try:
+        created = _run(_with_runtime(action))
+    except StepGuardError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"client_id:     {created.client.id}")
+    if created.secret is not None:
+        click.echo(f"client_secret: {created.secret.reveal()}")
+
+
+@oidc_clients.command("list")
+def oidc_clients_list() -> None:
+    """List clients (never their secrets)."""
+
+    async def action(runtime: Any) -> Any:
+        return await runtime.oidc.list_clients()
+
+    for client in _run(_with_runtime(action)):
+        kind = "public" if client.public else "confidential"
+        click.echo(f"{client.id}\t{client.name}\t{kind}\t{' '.join(client.redirect_uris)}")
+
+
+@oidc_clients.command("remove")
+@click.argument("client_id")
+def oidc_clients_remove(client_id: str) -> None:
+    """Remove a client (its codes and refresh tokens stop working)."""
+    from stepguard.core.errors import NotFoundError
+
+    async def action(runtime: Any) -> Any:
+        await runtime.oidc.remove_client(client_id, actor="cli")
+
+    try:
+        _run(_with_runtime(action))
+    except NotFoundError:
+        raise click.ClickException("no such client") from None
+    click.echo("removed")
+
+
+@oidc.group("keys")
+def oidc_keys() -> None:
+    """The ID and access token signing keys."""
+
+
+@oidc_keys.command("rotate")
+@click.option("--alg", type=click.Choice(["ES256", "RS256"]), default=None)
+def oidc_keys_rotate(alg: str | None) -> None:
+    """Create a new signing key (used at once); keys whose tokens have all expired are
+    retired from the JWKS."""
+
+    async def action(runtime: Any) -> Any:
+        return await runtime.oidc.rotate_keys(alg=alg, actor="cli")
+
+    key = _run(_with_runtime(action))
+    click.echo(f"kid: {key.kid} ({key.alg})")

@@ -196,6 +196,14 @@ class Settings(BaseSettings):
     # Failed sign-ins per client IP (IPv6: per /64) within the window, then refused.
     login_ip_max_failures: int = Field(default=20, ge=1)
     login_ip_window_seconds: PositiveSeconds = 900
+    # OpenID Connect provider (docs/oidc.md). The issuer defaults to public_url.
+    oidc_issuer: str | None = Field(default=None, pattern=r"^https?://[^?#\s]+$")
+    oidc_signing_alg: Literal["ES256", "RS256"] = "ES256"
+    oidc_code_ttl_seconds: int = Field(default=60, ge=10, le=600)
+    oidc_pending_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    oidc_id_token_ttl_seconds: int = Field(default=300, ge=30, le=86400)
+    oidc_access_token_ttl_seconds: int = Field(default=300, ge=30, le=86400)
+    oidc_refresh_token_ttl_seconds: int = Field(default=30 * 86400, ge=60)
 
     @classmethod
     def settings_customise_sources(

@@ -44,6 +44,12 @@ class Metrics:
             ["where"],
             registry=self.registry,
         )
+        self.oidc = Counter(
+            "stepguard_oidc_events",
+            "OpenID Connect provider events (authorize, code, token, refresh, logout) by outcome.",
+            ["event", "outcome"],
+            registry=self.registry,
+        )
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -58,6 +64,9 @@ class MetricsObserver:
 
     def decision(self, *, outcome: str, rule: str) -> None:
         self._metrics.decisions.labels(outcome=outcome, rule=rule).inc()
+
+    def oidc(self, *, event: str, outcome: str) -> None:
+        self._metrics.oidc.labels(event=event, outcome=outcome).inc()
 
     def verification(self, *, outcome: str, factor_type: str | None) -> None:
         self._metrics.verifications.labels(

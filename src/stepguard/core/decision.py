@@ -75,8 +75,13 @@ def decide(
     factors: Sequence[CompletedFactor],
     risk: RiskAssessment,
     now: datetime,
+    minimum: Requirement | None = None,
 ) -> Decision:
-    """Decide one request. Never raises for a policy problem: it denies instead."""
+    """Decide one request. Never raises for a policy problem: it denies instead.
+
+    ``minimum`` is what the caller itself asks for (an OIDC client's ``acr_values``): the
+    result is the stricter of the matching rule and ``minimum``; a ``deny`` rule still
+    denies."""
     try:
         rule = policy.evaluate(inp)
     except PolicyEvaluationError as error:
@@ -87,10 +92,17 @@ def decide(
         return Deny(rule=rule.id, reasons=(reason,))
 
     if rule.outcome is Outcome.ALLOW:
-        if not risk.degraded:
+        if not risk.degraded and minimum is None:
             return Allow(rule=rule.id, reasons=(reason,))
-        requirement = DEGRADED_RISK_FLOOR
-        reasons: tuple[str, ...] = (reason, "risk assessment degraded")
+        if risk.degraded:
+            requirement = DEGRADED_RISK_FLOOR
+            reasons: tuple[str, ...] = (reason, "risk assessment degraded")
+            if minimum is not None:
+                requirement = strictest(requirement, minimum)
+        else:
+            assert minimum is not None
+            requirement = minimum
+            reasons = (reason,)
     elif rule.requirement is None:  # a loader bug; fail closed
         return Deny(rule=rule.id, reasons=("rule has no requirement",))
     else:
@@ -99,7 +111,14 @@ def decide(
         if risk.degraded:
             requirement = strictest(requirement, DEGRADED_RISK_FLOOR)
             reasons = (*reasons, "risk assessment degraded")
+        if minimum is not None:
+            try:
+                requirement = strictest(requirement, minimum)
+            except ValueError:  # no factor meets both: fail closed
+                return Deny(rule=rule.id, reasons=("the requested level conflicts with the rule",))
 
+    if minimum is not None:
+        reasons = (*reasons, f"client asked for at least {minimum.acr.acr}")
     if not requirement.needs_grant and satisfies(factors, requirement, now=now):
         return Allow(rule=rule.id, reasons=(*reasons, "session meets the requirement"))
     return StepUp(

@@ -45,6 +45,8 @@ class DecisionRequest:
     challenge_id: str | None = None
     # A forward-auth check: the original request (docs/forward-auth.md).
     http: HttpRequest | None = None
+    # What the caller itself asks for at least (an OIDC client's acr_values, docs/oidc.md).
+    minimum: Requirement | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,7 +170,12 @@ class DecisionService:
             http=request.http,
         )
         decision = decide(
-            policy=deps.policy.current, inp=inp, factors=session.factors, risk=risk, now=now
+            policy=deps.policy.current,
+            inp=inp,
+            factors=session.factors,
+            risk=risk,
+            now=now,
+            minimum=request.minimum,
         )
 
         if isinstance(decision, Allow):

@@ -40,6 +40,7 @@ from stepguard.core.pages import BrowserSession, PageToken
 from stepguard.core.risk import RiskAssessment
 from stepguard.core.secret import Secret
 from stepguard.service.login_ports import LoginRepository
+from stepguard.service.oidc_ports import OidcRepository
 from stepguard.service.push_ports import PushRepository
 from stepguard.service.risk_ports import RiskRepository
 from stepguard.service.upstream_ports import UpstreamLoginRepository
@@ -326,6 +327,7 @@ class UnitOfWork(Protocol):
     expired: ExpiryRepository
     upstream_logins: UpstreamLoginRepository
     logins: LoginRepository
+    oidc: OidcRepository
 
 
 class Store(Protocol):

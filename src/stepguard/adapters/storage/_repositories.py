@@ -37,6 +37,7 @@ from stepguard.adapters.storage._deliveries import SqlDeliveryRepository
 from stepguard.adapters.storage._engine import STORAGE_ERRORS, map_storage_error
 from stepguard.adapters.storage._expiry import SqlExpiryRepository
 from stepguard.adapters.storage._login import SqlLoginRepository
+from stepguard.adapters.storage._oidc import SqlOidcRepository
 from stepguard.adapters.storage._push import SqlPushRepository
 from stepguard.adapters.storage._upstream import SqlUpstreamLoginRepository
 from stepguard.adapters.storage._webauthn import SqlWebAuthnRepository
@@ -78,6 +79,7 @@ from stepguard.core.model import (
 )
 from stepguard.core.secret import Secret
 from stepguard.service.login_ports import LoginRepository
+from stepguard.service.oidc_ports import OidcRepository
 from stepguard.service.ports import (
     ApiKeyRepository,
     AuditLog,
@@ -966,6 +968,7 @@ class SqlUnitOfWork:
         "factors",
         "grants",
         "logins",
+        "oidc",
         "page_tokens",
         "push",
         "risk",
@@ -991,6 +994,7 @@ class SqlUnitOfWork:
     expired: ExpiryRepository
     upstream_logins: UpstreamLoginRepository
     logins: LoginRepository
+    oidc: OidcRepository
 
     def __init__(self, conn: AsyncConnection, box: SecretBox, *, writable: bool) -> None:
         connection = _Connection(conn, writable=writable)
@@ -1011,6 +1015,7 @@ class SqlUnitOfWork:
         self.expired = SqlExpiryRepository(connection)
         self.upstream_logins = SqlUpstreamLoginRepository(connection, box)
         self.logins = SqlLoginRepository(connection)
+        self.oidc = SqlOidcRepository(connection, box)
 
     @property
     def connection(self) -> AsyncConnection:

@@ -286,7 +286,7 @@ class SqlStore:
                 page = await uow.execute(_REENCRYPT_PAGE, {"p_after": after, "p_limit": batch_size})
                 rows = page.all()
             if not rows:
-                return rewritten
+                return rewritten + await self._reencrypt_oidc_keys()
             after = rows[-1].id
             changes = [
                 {"p_id": row.id, "p_old": row.secret_enc, "p_new": self._box.rotate(row.secret_enc)}
@@ -299,7 +299,27 @@ class SqlStore:
                         result = await uow.execute(_REENCRYPT_ONE, change)
                         rewritten += result.rowcount
             if len(rows) < batch_size:
-                return rewritten
+                return rewritten + await self._reencrypt_oidc_keys()
+
+    async def _reencrypt_oidc_keys(self) -> int:
+        """The OIDC signing keys (few: one transaction)."""
+        from sqlalchemy import select, update
+
+        from stepguard.adapters.storage.tables import oidc_keys
+
+        rewritten = 0
+        async with self.transaction() as uow:
+            rows = (await uow.execute(select(oidc_keys.c.kid, oidc_keys.c.private_enc))).all()
+            for row in rows:
+                if self._box.is_current(row.private_enc):
+                    continue
+                result = await uow.execute(
+                    update(oidc_keys)
+                    .where(oidc_keys.c.kid == row.kid, oidc_keys.c.private_enc == row.private_enc)
+                    .values(private_enc=self._box.rotate(row.private_enc))
+                )
+                rewritten += result.rowcount
+        return rewritten
 
 
 async def verify_audit_chain(store: Store) -> ChainReport:

@@ -42,6 +42,12 @@ __all__ = [
     "login_counters",
     "login_ip_failures",
     "metadata",
+    "oidc_clients",
+    "oidc_codes",
+    "oidc_grants",
+    "oidc_keys",
+    "oidc_pending",
+    "oidc_refresh_tokens",
     "page_tokens",
     "passwords",
     "push_blocks",
@@ -600,5 +606,88 @@ login_ceremonies = Table(
     Column("binding", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False, index=True),
+    Column("used_at", UtcDateTime, nullable=True),
+)
+
+
+# OpenID Connect provider (docs/oidc.md). Client secrets, codes, refresh tokens and binding
+# cookies are stored as SHA-256 hashes; signing keys are encrypted (SecretBox). Codes and
+# refresh tokens are used by a conditional UPDATE (one winner); revoking a grant revokes
+# everything issued from it.
+oidc_clients = Table(
+    "oidc_clients",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("secret_hash", Text, nullable=True),
+    Column("redirect_uris", JSON, nullable=False),
+    Column("post_logout_redirect_uris", JSON, nullable=False),
+    Column("scopes", JSON, nullable=False),
+    Column("refresh_tokens", Boolean, nullable=False),
+    Column("consent_required", Boolean, nullable=False),
+    Column("audience", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+oidc_keys = Table(
+    "oidc_keys",
+    metadata,
+    Column("kid", Text, primary_key=True),
+    Column("alg", Text, nullable=False),
+    Column("private_enc", Text, nullable=False),  # Fernet token (SecretBox)
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("retired_at", UtcDateTime, nullable=True),
+)
+
+oidc_pending = Table(
+    "oidc_pending",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("binding_hash", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+    Column("challenge_id", Text, nullable=True),
+)
+
+oidc_grants = Table(
+    "oidc_grants",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("client_id", Text, nullable=False),
+    Column("subject_id", Text, nullable=False),
+    Column("session_id", Text, nullable=False, index=True),
+    Column("scope", JSON, nullable=False),
+    Column("nonce", Text, nullable=True),
+    Column("acr", Text, nullable=False),
+    Column("amr", JSON, nullable=False),
+    Column("auth_time", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+oidc_codes = Table(
+    "oidc_codes",
+    metadata,
+    Column("code_hash", Text, primary_key=True),
+    Column("grant_id", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+)
+
+oidc_refresh_tokens = Table(
+    "oidc_refresh_tokens",
+    metadata,
+    Column("token_hash", Text, primary_key=True),
+    Column("grant_id", Text, nullable=False, index=True),
+    Column("client_id", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
     Column("used_at", UtcDateTime, nullable=True),
 )

@@ -68,6 +68,7 @@ from stepguard.service.container import Services
 from stepguard.service.decisions import DecisionRequest
 from stepguard.service.delivery import OOB_FACTOR_TYPES
 from stepguard.service.login import LoginService
+from stepguard.service.oidc import OidcService
 from stepguard.service.webauthn import WebAuthnRegistrationRequest
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -180,6 +181,7 @@ def build_app(
     max_body_bytes: int,
     pages: PagesConfig | None = None,
     forward_auth: ForwardAuthConfig | None = None,
+    oidc: OidcService | None = None,
 ) -> FastAPI:
     pages = pages or PagesConfig(public_url="http://127.0.0.1:8000")
     app = FastAPI(
@@ -539,6 +541,10 @@ def build_app(
     from stepguard.adapters.web.push import push_router
 
     app.include_router(push_router(services, pages, responses=ERRORS))
+    if oidc is not None:
+        from stepguard.adapters.web.oidc import oidc_router
+
+        app.include_router(oidc_router(oidc, pages, caller=_api_key, responses=ERRORS))
 
     # --- operations ---------------------------------------------------------------------
 
