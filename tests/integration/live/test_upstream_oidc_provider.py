@@ -137,8 +137,10 @@ def stack(
         yield server
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
+@pytest.fixture
+def browser(stack: LiveServer) -> Iterator[Browser]:
+    """Per test, after the stack: Playwright's sync API runs an event loop in this thread
+    while it is open, and the PostgreSQL stack's set-up needs the thread free of one."""
     with chromium() as playwright:
         launched = launch(playwright)
         try:
