@@ -135,6 +135,10 @@ class TokenResponse:
 class LogoutOutcome:
     redirect: str | None
     signed_out: bool
+    # Nothing was done: the browser is signed in, but neither a valid ``id_token_hint`` for
+    # its session nor a confirmed form asked for it (a bare GET from any site must not sign
+    # the user out; OpenID Connect RP-Initiated Logout 1.0, section 2).
+    needs_confirmation: bool = False
 
 
 def continuation_url(pending_id: str) -> str:
@@ -908,10 +912,14 @@ class OidcService:
     # --- logout -----------------------------------------------------------------------------
 
     async def end_session(
-        self, params: Sequence[tuple[str, str]], *, cookie: str | None
+        self, params: Sequence[tuple[str, str]], *, cookie: str | None, confirmed: bool = False
     ) -> LogoutOutcome:
         """RP-initiated logout: revoke the browser's StepGuard session (and its grants and
-        browser session), then return to a registered ``post_logout_redirect_uri``."""
+        browser session), then return to a registered ``post_logout_redirect_uri``.
+
+        Without ``confirmed`` (the user's own form post), only an ``id_token_hint`` that we
+        signed for the browser's own session signs it out; otherwise the outcome asks for
+        confirmation and nothing changes."""
         deps = self._deps
         now = deps.clock.now()
         values = dict(params)
@@ -940,6 +948,9 @@ class OidcService:
             redirect = _with_params(target, {"state": state}) if state else target
         browser = await self._browser(cookie)
         signed_out = False
+        if browser is not None and not confirmed and hint_sid != browser.session_id:
+            self._count("logout", "confirm")
+            return LogoutOutcome(redirect=None, signed_out=False, needs_confirmation=True)
         if browser is not None and (hint_sid is None or hint_sid == browser.session_id):
             async with deps.store.transaction() as uow:
                 await uow.sessions.revoke(browser.session_id, at=now)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -629,6 +630,42 @@ async def test_logout_revokes_the_session_and_returns_to_a_registered_uri(api: H
         assert out.status_code == 303
         assert out.headers["location"] == f"{LOGOUT_BACK}?state=s1"
     assert await api.audit(type="oidc.logout")
+
+
+async def test_logout_without_a_hint_for_this_session_asks_before_signing_out(
+    api: Harness,
+) -> None:
+    user, b = await signed_in(api)
+    flow = new_flow(await add_client(api))
+    async with aclosing(b):
+        # A bare GET (any site can make the browser send one) changes nothing: a form asks.
+        asked = await b.get(
+            form_url("/oidc/logout", {"post_logout_redirect_uri": LOGOUT_BACK, "state": "s2"})
+        )
+        assert asked.status_code == 200
+        assert 'id="oidc-logout-confirm"' in asked.text
+        assert "set-cookie" not in asked.headers
+        assert (await api.client.get(f"/v1/sessions/{user.session_id}")).status_code == 200
+        csrf = re.search(r'name="csrf" value="([^"]+)"', asked.text)
+        assert csrf is not None
+        # A forged post (no CSRF token) is refused; the session lives on.
+        forged = await b.post("/oidc/logout", data={"client_id": flow.client.id})
+        assert forged.status_code == 403
+        assert (await api.client.get(f"/v1/sessions/{user.session_id}")).status_code == 200
+        # The user's own confirmation signs out and returns to the registered URI.
+        confirmed = await b.post(
+            "/oidc/logout",
+            data={
+                "client_id": flow.client.id,
+                "post_logout_redirect_uri": LOGOUT_BACK,
+                "state": "s2",
+                "csrf": csrf.group(1),
+            },
+        )
+        assert confirmed.status_code == 200
+        assert f"{LOGOUT_BACK}?state=s2" in confirmed.text  # through the return page
+        session = await api.client.get(f"/v1/sessions/{user.session_id}")
+        assert session.status_code == 404 or session.json().get("revoked_at") is not None
 
 
 async def test_clients_api_needs_the_api_key_and_hides_secrets(api: Harness) -> None:

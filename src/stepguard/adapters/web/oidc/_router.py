@@ -26,6 +26,7 @@ from stepguard.core.pages import csrf_token, csrf_valid
 from stepguard.service.oidc import (
     AuthorizeOutcome,
     ErrorPage,
+    LogoutOutcome,
     NeedsConsent,
     NeedsLogin,
     NeedsStepUp,
@@ -38,6 +39,10 @@ __all__ = ["oidc_router"]
 
 BINDING_COOKIE: Final = "stepguard_oidc"
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+# What the logout confirmation form carries over from the RP's request.
+LOGOUT_PARAMS: Final = frozenset(
+    {"id_token_hint", "client_id", "post_logout_redirect_uri", "state", "ui_locales"}
+)
 
 _templates = Environment(
     loader=ChoiceLoader(
@@ -271,19 +276,47 @@ def oidc_router(
 
     router.add_api_route("/oidc/userinfo", _userinfo, methods=["GET", "POST"])
 
+    def logged_out(outcome: LogoutOutcome, *, after_post: bool) -> Response:
+        if outcome.redirect is None:
+            response: Response = render("oidc_logged_out.html")
+        elif after_post:  # CSP form-action: leave a form post through a page, not a 303
+            response = render("oidc_return.html", url=outcome.redirect)
+        else:
+            response = RedirectResponse(outcome.redirect, status_code=303, headers=headers())
+        if outcome.signed_out:
+            response.delete_cookie(pages.cookie_name, path="/")
+        return response
+
     @router.get("/oidc/logout")
     async def logout(request: Request) -> Response:
-        outcome = await oidc.end_session(
-            list(request.query_params.multi_items()), cookie=browser_cookie(request)
-        )
-        if outcome.redirect is not None:
-            response: Response = RedirectResponse(
-                outcome.redirect, status_code=303, headers=headers()
+        params = list(request.query_params.multi_items())
+        cookie = browser_cookie(request)
+        outcome = await oidc.end_session(params, cookie=cookie)
+        if outcome.needs_confirmation:
+            return render(
+                "oidc_logout_confirm.html",
+                params=[(k, v) for k, v in params if k in LOGOUT_PARAMS],
+                csrf=csrf_token(cookie or ""),
             )
-        else:
-            response = render("oidc_logged_out.html")
-        response.delete_cookie(pages.cookie_name, path="/")
-        return response
+        return logged_out(outcome, after_post=False)
+
+    @router.post("/oidc/logout")
+    async def confirm_logout(request: Request) -> Response:
+        raw = await request.form()
+        form = [(k, v) for k, v in raw.multi_items() if isinstance(v, str)]
+        cookie = browser_cookie(request)
+        csrf = next((v for k, v in form if k == "csrf"), "")
+        if (
+            not cookie
+            or not same_origin(request, pages.public_origin)
+            or not csrf_valid(cookie, csrf)
+        ):
+            return render(
+                "oidc_error.html", status=403, message="For your security, the form was refused."
+            )
+        params = [(k, v) for k, v in form if k in LOGOUT_PARAMS]
+        outcome = await oidc.end_session(params, cookie=cookie, confirmed=True)
+        return logged_out(outcome, after_post=True)
 
     # --- admin API ------------------------------------------------------------------------
 
