@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from weakref import WeakKeyDictionary
 
 import structlog
 from prometheus_client import (
@@ -101,17 +102,25 @@ def configure_logging(*, level: str = "info", json: bool = True) -> None:
     )
 
 
+_LOGIN_COUNTERS: WeakKeyDictionary[Metrics, Counter] = WeakKeyDictionary()
+
+
 class LoginMetrics:
     """Sign-ins on StepGuard (docs/login.md), by method and outcome, on the app's registry."""
 
     def __init__(self, metrics: Metrics) -> None:
-        self._logins = Counter(
-            "stepguard_logins",
-            "Sign-ins on StepGuard by method (password, passkey) and outcome "
-            "(succeeded, failed, locked).",
-            ["method", "outcome"],
-            registry=metrics.registry,
-        )
+        # One counter per registry, however many apps are built over the same runtime.
+        counter = _LOGIN_COUNTERS.get(metrics)
+        if counter is None:
+            counter = Counter(
+                "stepguard_logins",
+                "Sign-ins on StepGuard by method (password, passkey) and outcome "
+                "(succeeded, failed, locked).",
+                ["method", "outcome"],
+                registry=metrics.registry,
+            )
+            _LOGIN_COUNTERS[metrics] = counter
+        self._logins = counter
 
     def __call__(self, method: str, outcome: str) -> None:
         self._logins.labels(method=method, outcome=outcome).inc()

@@ -99,12 +99,14 @@ class PasswordPolicy:
         """The normalized password to hash, or ``PasswordRejectedError`` naming the rule."""
         if "\x00" in password:
             raise PasswordRejectedError("The password must not contain NUL characters.")
+        # Lengths count the characters as typed (what the caller's form or schema counted);
+        # the normalized form is what is hashed.
         normalized = normalize_password(password)
-        if len(normalized) < self.min_length:
+        if len(password) < self.min_length:
             raise PasswordRejectedError(
                 f"The password must have at least {self.min_length} characters."
             )
-        if len(normalized) > self.max_length:
+        if len(password) > self.max_length:
             raise PasswordRejectedError(
                 f"The password must have at most {self.max_length} characters."
             )

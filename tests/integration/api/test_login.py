@@ -369,16 +369,17 @@ async def test_the_pre_login_cookie_is_httponly_and_lax(api: Harness) -> None:
 
 
 async def test_the_password_api_applies_the_policy_and_needs_an_api_key(api: Harness) -> None:
-    for password, fragment in [
-        ("short", "at least 8"),
-        ("x" * 1025, "at most 1024"),
-        ("alice@example.COM", "email or id"),
-        ("  ALICE  ", "email or id"),
-    ]:
+    # Lengths and NUL are in the published schema; the rest of the policy answers
+    # password_rejected naming the rule.
+    for password in ["short", "x" * 1025, "a password\x00with NUL"]:
+        response = await api.client.put("/v1/subjects/alice/password", json={"password": password})
+        assert response.status_code == 400, password
+        assert response.json()["error"] == "invalid_request"
+    for password in ["alice@example.COM", "  ALICE  "]:
         response = await api.client.put("/v1/subjects/alice/password", json={"password": password})
         assert response.status_code == 400, password
         assert response.json()["error"] == "password_rejected"
-        assert fragment in response.json()["message"]
+        assert "email or id" in response.json()["message"]
     missing = await api.client.put("/v1/subjects/nobody/password", json={"password": PASSWORD})
     assert missing.status_code == 404
     anonymous = await api.anon.put("/v1/subjects/alice/password", json={"password": PASSWORD})

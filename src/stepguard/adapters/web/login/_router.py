@@ -34,7 +34,7 @@ from stepguard.adapters.web.pages import (
     with_query,
 )
 from stepguard.adapters.web.pages._webauthn import parse_credential
-from stepguard.adapters.web.schemas import IDENTIFIER_REGEX, Strict
+from stepguard.adapters.web.schemas import IDENTIFIER_REGEX, NO_NUL, Strict
 from stepguard.core.errors import LoginFailedError, PageLinkInvalidError
 from stepguard.core.ids import new_token
 from stepguard.core.model import ApiKey
@@ -269,7 +269,10 @@ def _client_error(form: Mapping[str, str]) -> str:
 
 
 class PasswordIn(Strict):
-    password: str = Field(min_length=1, max_length=MAX_FIELD, description="The new password.")
+    # The policy's bounds (the default minimum), in the published schema.
+    password: str = Field(
+        min_length=8, max_length=1024, pattern=NO_NUL, description="The new password."
+    )
 
 
 def password_api_router(
