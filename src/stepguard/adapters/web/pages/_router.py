@@ -422,7 +422,6 @@ def pages_router(services: Services, config: PagesConfig) -> APIRouter:
             signed_in_as=browser.subject_id,
             FactorType=FactorType,
             FactorStatus=FactorStatus,
-            subject_id=browser.subject_id,
         )
 
     async def step_up_first(browser: BrowserSession) -> Response:
