@@ -550,7 +550,9 @@ class OidcService:
         self, request: AuthorizationRequest, session: Session, subject: Subject, now: datetime
     ) -> Requirement | None:
         """The first level the client wants that the session has or can reach with one of
-        the subject's factors; ``UnmetAuthenticationRequirementsError`` when none can."""
+        the subject's factors. When none can: ``UnmetAuthenticationRequirementsError`` for an
+        essential ``acr`` claim; for voluntary ``acr_values``, no minimum (OpenID Connect Core
+        5.5.1.1: the ID token then says the level actually reached, and the client decides)."""
         wanted = request.wanted_levels
         if not wanted:
             return None
@@ -576,6 +578,8 @@ class OidcService:
                 )
                 if await usable_factors(self._deps, uow, probe, session, factors, now=now):
                     return requirement
+        if not request.essential_acr:
+            return None
         wanted_text = " ".join(level.acr for level in wanted)
         raise UnmetAuthenticationRequirementsError(f"no factor of the user can reach {wanted_text}")
 
@@ -593,8 +597,8 @@ class OidcService:
         assurance = summarize(session.factors)
         if assurance.level is None:
             raise AccessDeniedError("the session has no assurance level")
-        wanted = request.wanted_levels
-        if wanted and assurance.level < min(wanted):  # defensive: the decision ensured it
+        essential = request.essential_acr
+        if essential and assurance.level < min(essential):  # defensive: the decision ensured it
             raise UnmetAuthenticationRequirementsError("the session did not reach the level")
         grant = OidcGrant(
             id=new_id(deps.rng, "ogr"),

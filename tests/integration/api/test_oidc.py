@@ -311,6 +311,18 @@ async def test_essential_acr_that_no_factor_can_reach_is_unmet(api: Harness) -> 
         assert got["state"] == flow.state
 
 
+async def test_voluntary_acr_values_no_factor_can_reach_give_the_level_reached(
+    api: Harness,
+) -> None:
+    user, b = await signed_in(api)  # TOTP only: phr needs a phishing-resistant factor
+    flow = new_flow(await add_client(api))
+    async with aclosing(b):
+        code = await authorized_code(api, b, flow, user, acr_values="phr")
+        tokens = (await redeem(b, flow, code)).json()
+        claims = jwt.decode(tokens["id_token"], await keyset(b), algorithms=["ES256"]).claims
+        assert claims["acr"] == "aal1"  # what the password reached; the client decides
+
+
 async def test_acr_values_in_preference_order_falls_back_to_a_reachable_level(
     api: Harness,
 ) -> None:
