@@ -184,6 +184,13 @@ class VirtualAuthenticators:
         answer = self.cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})
         return list(answer["credentials"])
 
+    def add_credential(self, authenticator: str, credential: dict[str, Any]) -> None:
+        """Put a credential (as :meth:`credentials` returned it) into an authenticator, as a
+        synced passkey arrives on another device."""
+        self.cdp.send(
+            "WebAuthn.addCredential", {"authenticatorId": authenticator, "credential": credential}
+        )
+
     def set_user_verified(self, authenticator: str, verified: bool) -> None:
         self.cdp.send(
             "WebAuthn.setUserVerified",

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, CDPSession, Page, expect
+from playwright.sync_api import Browser, Page, expect
 
-from support.browser import chromium, launch, new_page, screenshot_variants
-from support.server import LiveServer, database, live_server, stepguard_executable
+from support.browser import VirtualAuthenticators, new_page, screenshot_variants
+from support.server import LiveServer, database, live_server, ok, stepguard_executable
 
 pytestmark = pytest.mark.slow
 
@@ -58,67 +58,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         ) as running,
     ):
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as playwright:
-        launched = launch(playwright)
-        try:
-            yield launched
-        finally:
-            launched.close()
-
-
-@pytest.fixture
-def api(server: LiveServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=server.base_url,
-        headers={"Authorization": f"Bearer {server.api_key}"},
-        timeout=10,
-    ) as client:
-        yield client
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json() if response.content else None
-
-
-class Authenticator:
-    """One Chromium virtual platform authenticator on a page (CDP ``WebAuthn`` domain)."""
-
-    def __init__(self, context: BrowserContext, page: Page) -> None:
-        self.cdp: CDPSession = context.new_cdp_session(page)
-        self.cdp.send("WebAuthn.enable", {"enableUI": False})
-        answer = self.cdp.send(
-            "WebAuthn.addVirtualAuthenticator",
-            {
-                "options": {
-                    "protocol": "ctap2",
-                    "transport": "internal",
-                    "hasResidentKey": True,
-                    "hasUserVerification": True,
-                    "isUserVerified": True,
-                    "automaticPresenceSimulation": True,
-                }
-            },
-        )
-        self.id = str(answer["authenticatorId"])
-
-    def credentials(self) -> list[dict[str, Any]]:
-        answer = self.cdp.send("WebAuthn.getCredentials", {"authenticatorId": self.id})
-        return list(answer["credentials"])
-
-    def add_credential(self, credential: dict[str, Any]) -> None:
-        self.cdp.send(
-            "WebAuthn.addCredential", {"authenticatorId": self.id, "credential": credential}
-        )
-
-    def set_user_verified(self, verified: bool) -> None:
-        self.cdp.send(
-            "WebAuthn.setUserVerified", {"authenticatorId": self.id, "isUserVerified": verified}
-        )
 
 
 def new_subject(api: httpx.Client) -> tuple[str, str]:
@@ -166,9 +105,10 @@ def test_a_passkey_signs_in_again_after_signing_out_and_from_a_new_profile(
     subject, session = new_subject(api)
     context, page = new_page(browser)
     try:
-        key = Authenticator(context, page)
+        keys = VirtualAuthenticators(context, page)
+        key = keys.add("internal")
         register_passkey(api, page, session)
-        [credential] = key.credentials()
+        [credential] = keys.credentials(key)
         assert credential["isResidentCredential"] is True
 
         page.get_by_role("button", name="Sign out").click()
@@ -186,7 +126,7 @@ def test_a_passkey_signs_in_again_after_signing_out_and_from_a_new_profile(
         sign_in_with_passkey(server, page, subject)
         screenshot_variants(page, "login-passkey-signed-in")
         # The passkey as it is now (its counter moved on), to copy into another profile.
-        [credential] = key.credentials()
+        [credential] = keys.credentials(key)
     finally:
         context.close()
 
@@ -201,7 +141,8 @@ def test_a_passkey_signs_in_again_after_signing_out_and_from_a_new_profile(
     # A new browser profile whose authenticator holds the same passkey (as synced).
     context, page = new_page(browser)
     try:
-        Authenticator(context, page).add_credential(credential)
+        synced = VirtualAuthenticators(context, page)
+        synced.add_credential(synced.add("internal"), credential)
         sign_in_with_passkey(server, page, subject)
     finally:
         context.close()
@@ -214,11 +155,12 @@ def test_without_user_verification_the_passkey_sign_in_is_refused(
     subject, session = new_subject(api)
     context, page = new_page(browser, scheme="dark")
     try:
-        key = Authenticator(context, page)
+        keys = VirtualAuthenticators(context, page)
+        key = keys.add("internal")
         register_passkey(api, page, session)
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_role("heading", name="You're signed out")).to_be_visible()
-        key.set_user_verified(False)
+        keys.set_user_verified(key, False)
         page.goto(f"{server.base_url.replace('127.0.0.1', 'localhost')}/login")
         page.get_by_role("button", name=PASSKEY_BUTTON).click()
         expect(page.get_by_role("alert")).to_have_text(PASSKEY_FAILURE)

@@ -26,12 +26,13 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from stepguard.core.factors.totp import TotpSpec, code_at_step
-from support.browser import chromium, launch, new_page, screenshot
+from support.browser import new_page, running_browser, screenshot
 from support.node import node_peer
 from support.server import (
     LiveServer,
     database,
     live_server,
+    ok,
     safe_totp_step,
     secret_from_otpauth_uri,
 )
@@ -141,12 +142,8 @@ def stack(
 def browser(stack: LiveServer) -> Iterator[Browser]:
     """Per test, after the stack: Playwright's sync API runs an event loop in this thread
     while it is open, and the PostgreSQL stack's set-up needs the thread free of one."""
-    with chromium() as playwright:
-        launched = launch(playwright)
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with running_browser() as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -157,11 +154,6 @@ def api(stack: LiveServer) -> Iterator[httpx.Client]:
         timeout=10,
     ) as client:
         yield client
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json() if response.content else None
 
 
 def sign_in_upstream(page: Page, server: LiveServer, upstream: str, login: str) -> None:
