@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from stepguard.adapters.crypto import SecretBox
 from stepguard.adapters.storage import migrate
-from stepguard.bootstrap import build_runtime, pages_config, public_url
+from stepguard.bootstrap import build_runtime, login_service, pages_config, public_url
 from stepguard.core.assurance import FactorType
 from stepguard.core.factors.totp import TotpSpec, code_at_step, current_code, totp_step
 from stepguard.core.model import TotpParameters
+from stepguard.core.secret import Secret
 from stepguard.service.decisions import DecisionRequest
 from stepguard.settings import Settings
 
@@ -124,6 +126,11 @@ async def prepare_demo(*, var_dir: Path, port: int, bank_origin: str | None = No
             ttl_seconds=None,
             actor=None,
         )
+        # A password for signing in on StepGuard itself (/login, and the OIDC provider).
+        password = f"demo-{secrets.token_urlsafe(9)}"
+        await login_service(settings, runtime).set_password(
+            SUBJECT, Secret(password), actor="demo"
+        )
         account_link = await services.pages.account_link(reader_session.id, actor=None)
         account_url = pages_config(settings).page_url(
             "/account/factors", account_link.token.reveal()
@@ -153,6 +160,7 @@ StepGuard demo (SQLite at {database}, policy {POLICY_FILE})
   Recovery codes (factor {recovery.factor.id}; the seed used one to add TOTP):
 {codes}
   A session      {reader_session.id} (password only)
+  Password       {password} (alice@example.com, for {base}/login)
 
 Try it in another terminal:
 
@@ -196,6 +204,15 @@ Try it in another terminal:
     "context":{{"migration":"0042"}}}}'
   #     open its challenge's "page_url", click "Use your passkey or security key", then
   #     redeem it:  ... "action":"database.update","context":{{...}},"challenge_id":"'$CHL'"
+
+  # Sign in on StepGuard itself: {base}/login as alice@example.com with {password}
+  # (then add a passkey on the account page, and sign in with it next time).
+
+  # StepGuard as an OpenID Provider for your apps (docs/oidc.md): register a client
+  curl -s "${{H[@]}}" $SG/v1/oidc/clients \\
+    -d '{{"name":"My app","redirect_uris":["http://localhost:3000/callback"]}}'
+  # then point any OIDC client at {base} (discovery: /.well-known/openid-configuration)
+  # and ask for acr_values=phr: StepGuard signs alice in and steps her up with a passkey.
 
   # The API's schema: {base}/docs   Metrics: {base}/metrics
 
