@@ -482,6 +482,7 @@ def app_for(runtime: Runtime) -> FastAPI:
         pages=pages_config(settings),
         forward_auth=forward_auth_config(settings),
         oidc=runtime.oidc,
+        flow_starts_per_minute=settings.flow_starts_per_minute,
     )
     upstreams = include_upstream_login(app, runtime)
     install_login(

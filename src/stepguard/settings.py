@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     forward_auth_login_url: str | None = Field(default=None, pattern=r"^https?://[!-\"$-~]+$")
 
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Unauthenticated flows that store a row before anyone proves anything (a passkey sign-in
+    # ceremony, an upstream sign-in, a parked authorization request): per client address
+    # (IPv6 /64), per flow and worker process; more get 429.
+    flow_starts_per_minute: int = Field(default=60, ge=1)
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
     log_level: str = "info"
     log_json: bool = True

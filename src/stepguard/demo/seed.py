@@ -128,9 +128,7 @@ async def prepare_demo(*, var_dir: Path, port: int, bank_origin: str | None = No
         )
         # A password for signing in on StepGuard itself (/login, and the OIDC provider).
         password = f"demo-{secrets.token_urlsafe(9)}"
-        await login_service(settings, runtime).set_password(
-            SUBJECT, Secret(password), actor="demo"
-        )
+        await login_service(settings, runtime).set_password(SUBJECT, Secret(password), actor="demo")
         account_link = await services.pages.account_link(reader_session.id, actor=None)
         account_url = pages_config(settings).page_url(
             "/account/factors", account_link.token.reveal()

@@ -275,3 +275,24 @@ async def test_one_assertion_posted_five_times_at_once_signs_in_once(api: Harnes
     assert sorted(r.status_code for r in responses) == [303, 401, 401, 401, 401]
     assert await failures(api) == ["no_ceremony"] * 4
     assert len(await api.audit(type="session.created")) == 1
+
+
+async def test_one_client_cannot_start_unauthenticated_flows_without_end(api: Harness) -> None:
+    """Each passkey sign-in start stores a ceremony before anyone has proven anything: one
+    address gets ``flow_starts_per_minute`` (60 by default) a minute, then 429; another
+    address, and other flows, are not affected."""
+    async with browser(api, "203.0.113.9") as b, browser(api, "203.0.113.10") as other:
+        page = await b.get("/login")
+        match = re.search(r'name="csrf" value="([0-9a-f]{64})"', page.text)
+        assert match
+        statuses = [
+            (await b.post("/login/passkey/options", data={"csrf": match.group(1)})).status_code
+            for _ in range(61)
+        ]
+        assert statuses[:60] == [200] * 60
+        assert statuses[60] == 429
+        refused = await b.post("/login/passkey/options", data={"csrf": match.group(1)})
+        assert refused.headers["retry-after"] == "60"
+        assert (await b.get("/login")).status_code == 200  # the password form still works
+        _csrf, options = await begin(other)
+        assert options["challenge"]

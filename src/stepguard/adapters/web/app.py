@@ -14,7 +14,7 @@ from stepguard import __version__
 from stepguard.adapters.observability import Metrics
 from stepguard.adapters.web.errors import install_error_handlers
 from stepguard.adapters.web.forward_auth import ForwardAuthConfig, ForwardAuthPaths
-from stepguard.adapters.web.limits import RequestGuard
+from stepguard.adapters.web.limits import FlowStartLimit, RequestGuard
 from stepguard.adapters.web.page_links import page_links_router
 from stepguard.adapters.web.pages import PagesConfig, pages_router
 from stepguard.adapters.web.risk import risk_router
@@ -182,6 +182,7 @@ def build_app(
     pages: PagesConfig | None = None,
     forward_auth: ForwardAuthConfig | None = None,
     oidc: OidcService | None = None,
+    flow_starts_per_minute: int = 60,
 ) -> FastAPI:
     pages = pages or PagesConfig(public_url="http://127.0.0.1:8000")
     app = FastAPI(
@@ -565,6 +566,7 @@ def build_app(
         return PlainTextResponse(body, media_type=content_type)
 
     app.add_middleware(RequestGuard, max_body_bytes=max_body_bytes)
+    app.add_middleware(FlowStartLimit, per_minute=flow_starts_per_minute)
     app.add_middleware(
         ForwardAuthPaths,
         services=services,
