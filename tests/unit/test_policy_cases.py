@@ -85,6 +85,8 @@ def test_the_demo_cases_cover_every_demo_rule() -> None:
         "admin-high-risk",
         "admin",
         "admin-block",
+        "oidc-sign-in",
+        "oidc-sign-in-normal",
         "default",
     }
     assert decided == expected_ids

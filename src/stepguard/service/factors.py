@@ -343,7 +343,9 @@ class FactorService:
             if factor.status is not FactorStatus.PENDING:
                 raise ConflictError("The factor is already confirmed.")
             if (factor.type is FactorType.WEBAUTHN) != (credential is not None):
-                raise InvalidRequestError(
+                # Well-formed, but not what this factor's type takes: a conflict with the
+                # factor's state, not a malformed request.
+                raise ConflictError(
                     "a webauthn factor is confirmed with a credential, others with a code"
                 )
             try:

@@ -145,7 +145,7 @@ def workspace(tmp_path: Path) -> Workspace:
 def test_policy_check_accepts_the_demo_policy(workspace: Workspace) -> None:
     result = workspace.cli("policy", "check", str(DEMO_POLICY))
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().endswith("ok (11 rules)")
+    assert result.stdout.strip().endswith("ok (13 rules)")
     assert str(DEMO_POLICY) in result.stdout
 
 
