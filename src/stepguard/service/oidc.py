@@ -141,6 +141,34 @@ class LogoutOutcome:
     needs_confirmation: bool = False
 
 
+def _redemption_event(
+    type_: str,
+    *,
+    at: datetime,
+    client_id: str,
+    grant: OidcGrant | None,
+    reused_grant_id: str | None,
+    reason: str | None,
+    revoked: tuple[str, bool],
+) -> AuditEvent:
+    """The audit record of a code or refresh token presented at the token endpoint."""
+    revoked_key, was_revoked = revoked
+    return AuditEvent(
+        type=type_,
+        at=at,
+        outcome="ok" if reason is None else "rejected",
+        subject_id=grant.subject_id if grant else None,
+        session_id=grant.session_id if grant else None,
+        actor=OIDC_ACTOR,
+        details={
+            "client_id": client_id,
+            "grant_id": grant.id if grant else reused_grant_id,
+            "reason": reason or "accepted",
+            revoked_key: was_revoked,
+        },
+    )
+
+
 def continuation_url(pending_id: str) -> str:
     return f"{CONTINUE_PATH}?{urlencode({'req': pending_id})}"
 
@@ -753,19 +781,14 @@ class OidcService:
             if reason is None and (session is None or not session.is_active(now)):
                 reason = "session ended"
             await uow.audit.append(
-                AuditEvent(
-                    type="oidc.code_reused" if reused else "oidc.code_redeemed",
+                _redemption_event(
+                    "oidc.code_reused" if reused else "oidc.code_redeemed",
                     at=now,
-                    outcome="ok" if reason is None else "rejected",
-                    subject_id=grant.subject_id if grant else None,
-                    session_id=grant.session_id if grant else None,
-                    actor=OIDC_ACTOR,
-                    details={
-                        "client_id": client.id,
-                        "grant_id": (grant.id if grant else reused.grant_id if reused else None),
-                        "reason": reason or "accepted",
-                        "grant_revoked": reused is not None,
-                    },
+                    client_id=client.id,
+                    grant=grant,
+                    reused_grant_id=reused.grant_id if reused else None,
+                    reason=reason,
+                    revoked=("grant_revoked", reused is not None),
                 )
             )
             if reason is not None or grant is None:
@@ -807,19 +830,14 @@ class OidcService:
                 if not set(asked) <= set(grant.scope):
                     reason = "scope wider than granted"
             await uow.audit.append(
-                AuditEvent(
-                    type="oidc.refresh_reused" if reused else "oidc.refreshed",
+                _redemption_event(
+                    "oidc.refresh_reused" if reused else "oidc.refreshed",
                     at=now,
-                    outcome="ok" if reason is None else "rejected",
-                    subject_id=grant.subject_id if grant else None,
-                    session_id=grant.session_id if grant else None,
-                    actor=OIDC_ACTOR,
-                    details={
-                        "client_id": client.id,
-                        "grant_id": (grant.id if grant else reused.grant_id if reused else None),
-                        "reason": reason or "accepted",
-                        "family_revoked": reused is not None,
-                    },
+                    client_id=client.id,
+                    grant=grant,
+                    reused_grant_id=reused.grant_id if reused else None,
+                    reason=reason,
+                    revoked=("family_revoked", reused is not None),
                 )
             )
             if reason is None and grant is not None:
