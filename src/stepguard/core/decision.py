@@ -94,31 +94,27 @@ def decide(
     if rule.outcome is Outcome.ALLOW:
         if not risk.degraded and minimum is None:
             return Allow(rule=rule.id, reasons=(reason,))
-        if risk.degraded:
-            requirement = DEGRADED_RISK_FLOOR
-            reasons: tuple[str, ...] = (reason, "risk assessment degraded")
-            if minimum is not None:
-                requirement = strictest(requirement, minimum)
-        else:
-            assert minimum is not None
-            requirement = minimum
-            reasons = (reason,)
+        # An allow rule asks for nothing; a degraded risk assessment or the caller may.
+        rule_requirement: Requirement | None = None
     elif rule.requirement is None:  # a loader bug; fail closed
         return Deny(rule=rule.id, reasons=("rule has no requirement",))
     else:
-        requirement = rule.requirement
-        reasons = (reason,)
-        if risk.degraded:
-            requirement = strictest(requirement, DEGRADED_RISK_FLOOR)
-            reasons = (*reasons, "risk assessment degraded")
-        if minimum is not None:
-            try:
-                requirement = strictest(requirement, minimum)
-            except ValueError:  # no factor meets both: fail closed
-                return Deny(rule=rule.id, reasons=("the requested level conflicts with the rule",))
+        rule_requirement = rule.requirement
 
+    reasons: tuple[str, ...] = (reason,)
+    wanted = [r for r in (rule_requirement, minimum) if r is not None]
+    if risk.degraded:
+        wanted.append(DEGRADED_RISK_FLOOR)
+        reasons = (*reasons, "risk assessment degraded")
     if minimum is not None:
         reasons = (*reasons, f"client asked for at least {minimum.acr.acr}")
+    requirement = wanted[0]
+    try:
+        for other in wanted[1:]:
+            requirement = strictest(requirement, other)
+    except ValueError:  # no factor meets both: fail closed
+        return Deny(rule=rule.id, reasons=("the requested level conflicts with the rule",))
+
     if not requirement.needs_grant and satisfies(factors, requirement, now=now):
         return Allow(rule=rule.id, reasons=(*reasons, "session meets the requirement"))
     return StepUp(
